@@ -1,0 +1,348 @@
+//! The metric contract: every exported metric's name, type, unit, labels and meaning, in one
+//! place. `docs/metrics.md` documents the same table, and a test keeps the two in step.
+
+/// The Prometheus type of an exported metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    /// Cumulative, only goes up; exported with a `_total` suffix.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// Explicit-bucket histogram: `_bucket{le}`, `_sum`, `_count`.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The name used in a `# TYPE` line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetricSpec {
+    /// The OpenTelemetry instrument name (counters without `_total`).
+    pub instrument: &'static str,
+    /// The name in the Prometheus exposition.
+    pub exported: &'static str,
+    /// Its type.
+    pub kind: MetricKind,
+    /// Its OpenTelemetry (UCUM) unit.
+    pub unit: &'static str,
+    /// Its labels.
+    pub labels: &'static [&'static str],
+    /// What it means: the `# HELP` text.
+    pub help: &'static str,
+}
+
+/// The label naming a retention job's table.
+pub const TABLE_LABEL: &str = "table";
+
+/// The attribute marking the series that collects label sets past the cardinality limit, as the
+/// OpenTelemetry SDK does (`otel_metric_overflow="true"` in Prometheus).
+pub const OVERFLOW_ATTRIBUTE: &str = "otel.metric.overflow";
+
+macro_rules! spec {
+    ($const:ident, $instrument:literal, $exported:literal, $kind:ident, $unit:literal, [$($label:expr),*], $help:literal) => {
+        #[doc = concat!("`", $exported, "`: ", $help)]
+        pub const $const: MetricSpec = MetricSpec {
+            instrument: $instrument,
+            exported: $exported,
+            kind: MetricKind::$kind,
+            unit: $unit,
+            labels: &[$($label),*],
+            help: $help,
+        };
+    };
+}
+
+spec!(
+    TRANSCRIPTIONS,
+    "reflexio_transcriptions",
+    "reflexio_transcriptions_total",
+    Counter,
+    "{transcription}",
+    [],
+    "Transcriptions recorded."
+);
+spec!(
+    FACTS,
+    "reflexio_facts",
+    "reflexio_facts_total",
+    Counter,
+    "{fact}",
+    [],
+    "Facts recorded."
+);
+spec!(
+    DIGESTS,
+    "reflexio_digests",
+    "reflexio_digests_total",
+    Counter,
+    "{digest}",
+    [],
+    "Digests generated."
+);
+spec!(
+    HALLUCINATED_FACTS,
+    "reflexio_hallucinated_facts",
+    "reflexio_hallucinated_facts_total",
+    Counter,
+    "{fact}",
+    [],
+    "Facts flagged as hallucinated."
+);
+spec!(
+    ATOMICITY_VIOLATIONS,
+    "reflexio_atomicity_violations",
+    "reflexio_atomicity_violations_total",
+    Counter,
+    "{fact}",
+    [],
+    "Facts that were not atomic."
+);
+spec!(
+    RETENTION_OPERATIONS,
+    "reflexio_retention_operations",
+    "reflexio_retention_operations_total",
+    Counter,
+    "{run}",
+    [TABLE_LABEL],
+    "Retention runs, dry or not, failed or not."
+);
+spec!(
+    RETENTION_DELETED_RECORDS,
+    "reflexio_retention_deleted_records",
+    "reflexio_retention_deleted_records_total",
+    Counter,
+    "{record}",
+    [TABLE_LABEL],
+    "Records deleted by retention runs that were not dry runs."
+);
+spec!(
+    RETENTION_ERRORS,
+    "reflexio_retention_errors",
+    "reflexio_retention_errors_total",
+    Counter,
+    "{run}",
+    [TABLE_LABEL],
+    "Retention runs that failed."
+);
+
+spec!(
+    COVE_CONFIDENCE,
+    "reflexio_cove_confidence",
+    "reflexio_cove_confidence",
+    Histogram,
+    "1",
+    [],
+    "CoVe confidence of each verified fact."
+);
+spec!(
+    COVE_VERIFICATION_ROUNDS,
+    "reflexio_cove_verification_rounds",
+    "reflexio_cove_verification_rounds",
+    Histogram,
+    "{round}",
+    [],
+    "CoVe verification rounds of each verified fact."
+);
+spec!(
+    CITATION_COVERAGE,
+    "reflexio_citation_coverage",
+    "reflexio_citation_coverage",
+    Histogram,
+    "1",
+    [],
+    "Citation coverage of each fact."
+);
+
+spec!(
+    COVE_ENABLED,
+    "reflexio_cove_enabled",
+    "reflexio_cove_enabled",
+    Gauge,
+    "1",
+    [],
+    "1 if CoVe is enabled, else 0 (0 until the configuration is reported)."
+);
+spec!(
+    COVE_CONFIDENCE_THRESHOLD,
+    "reflexio_cove_confidence_threshold",
+    "reflexio_cove_confidence_threshold",
+    Gauge,
+    "1",
+    [],
+    "Configured CoVe confidence threshold (0 until the configuration is reported)."
+);
+spec!(
+    COVE_AVG_CONFIDENCE_24H,
+    "reflexio_cove_avg_confidence_24h",
+    "reflexio_cove_avg_confidence_24h",
+    Gauge,
+    "1",
+    [],
+    "Mean CoVe confidence of facts verified in the last 24h; 0 when reflexio_cove_verified_facts_24h is 0."
+);
+spec!(
+    COVE_AVG_VERIFICATION_ROUNDS_24H,
+    "reflexio_cove_avg_verification_rounds_24h",
+    "reflexio_cove_avg_verification_rounds_24h",
+    Gauge,
+    "{round}",
+    [],
+    "Mean CoVe verification rounds of facts verified in the last 24h; 0 when reflexio_cove_verified_facts_24h is 0."
+);
+spec!(
+    HALLUCINATION_RATE_24H,
+    "reflexio_hallucination_rate_24h",
+    "reflexio_hallucination_rate_24h",
+    Gauge,
+    "1",
+    [],
+    "Hallucinated facts / facts, last 24h; 0 when reflexio_facts_24h is 0."
+);
+spec!(
+    CITATION_COVERAGE_24H,
+    "reflexio_citation_coverage_24h",
+    "reflexio_citation_coverage_24h",
+    Gauge,
+    "1",
+    [],
+    "Mean citation coverage of facts, last 24h; 0 when reflexio_facts_24h is 0."
+);
+spec!(
+    ATOMICITY_VIOLATIONS_24H,
+    "reflexio_atomicity_violations_24h",
+    "reflexio_atomicity_violations_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Non-atomic facts, last 24h."
+);
+spec!(
+    FACTS_24H,
+    "reflexio_facts_24h",
+    "reflexio_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Facts recorded in the last 24h: the sample count behind the 24h fact ratios and means."
+);
+spec!(
+    COVE_VERIFIED_FACTS_24H,
+    "reflexio_cove_verified_facts_24h",
+    "reflexio_cove_verified_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Facts with a CoVe result in the last 24h: the sample count behind the 24h CoVe means."
+);
+spec!(
+    RETENTION_OPERATIONS_7D,
+    "reflexio_retention_operations_7d",
+    "reflexio_retention_operations_7d",
+    Gauge,
+    "{run}",
+    [],
+    "Retention runs, last 7 days."
+);
+spec!(
+    RETENTION_DELETED_RECORDS_7D,
+    "reflexio_retention_deleted_records_7d",
+    "reflexio_retention_deleted_records_7d",
+    Gauge,
+    "{record}",
+    [],
+    "Records deleted by non-dry retention runs, last 7 days."
+);
+spec!(
+    RETENTION_ERRORS_7D,
+    "reflexio_retention_errors_7d",
+    "reflexio_retention_errors_7d",
+    Gauge,
+    "{run}",
+    [],
+    "Retention runs that failed, last 7 days."
+);
+spec!(
+    ACTIVE_LOCKS,
+    "reflexio_active_locks",
+    "reflexio_active_locks",
+    Gauge,
+    "{lock}",
+    [],
+    "Process locks held now."
+);
+spec!(
+    STALE_LOCKS,
+    "reflexio_stale_locks",
+    "reflexio_stale_locks",
+    Gauge,
+    "{lock}",
+    [],
+    "Process locks held for longer than the stale threshold (default 1h)."
+);
+
+/// Every exported metric, in exposition order of the contract table.
+pub const ALL: &[MetricSpec] = &[
+    TRANSCRIPTIONS,
+    FACTS,
+    DIGESTS,
+    COVE_ENABLED,
+    COVE_CONFIDENCE_THRESHOLD,
+    COVE_AVG_CONFIDENCE_24H,
+    COVE_AVG_VERIFICATION_ROUNDS_24H,
+    HALLUCINATION_RATE_24H,
+    CITATION_COVERAGE_24H,
+    ATOMICITY_VIOLATIONS_24H,
+    RETENTION_OPERATIONS_7D,
+    RETENTION_DELETED_RECORDS_7D,
+    RETENTION_ERRORS_7D,
+    ACTIVE_LOCKS,
+    STALE_LOCKS,
+    FACTS_24H,
+    COVE_VERIFIED_FACTS_24H,
+    HALLUCINATED_FACTS,
+    ATOMICITY_VIOLATIONS,
+    RETENTION_OPERATIONS,
+    RETENTION_DELETED_RECORDS,
+    RETENTION_ERRORS,
+    COVE_CONFIDENCE,
+    COVE_VERIFICATION_ROUNDS,
+    CITATION_COVERAGE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_consistent() {
+        let mut seen = HashSet::new();
+        for m in ALL {
+            assert!(seen.insert(m.exported), "{} listed twice", m.exported);
+            assert!(m.instrument.starts_with("reflexio_"));
+            match m.kind {
+                MetricKind::Counter => {
+                    assert_eq!(m.exported, format!("{}_total", m.instrument));
+                    assert!(!m.instrument.ends_with("_total"), "{}", m.instrument);
+                }
+                _ => assert_eq!(m.exported, m.instrument),
+            }
+            for suffix in ["_bucket", "_sum", "_count"] {
+                assert!(
+                    !m.exported.ends_with(suffix),
+                    "{} looks like a histogram part",
+                    m.exported
+                );
+            }
+        }
+    }
+}

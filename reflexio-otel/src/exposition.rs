@@ -1,0 +1,90 @@
+//! Prometheus exposition: a meter provider wired to a Prometheus registry so that names come
+//! out exactly as in the contract, and the one place that encodes the registry to text.
+
+use crate::contract;
+use crate::histogram::{CONFIDENCE, COVERAGE, ROUNDS};
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, MeterProviderBuilder, SdkMeterProvider, Stream,
+};
+use prometheus::{Registry, TextEncoder};
+use thiserror::Error;
+
+/// The content type of the text exposition.
+pub const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Setting up or encoding the Prometheus exposition failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The OpenTelemetry Prometheus exporter could not be registered.
+    #[error("cannot register the Prometheus exporter: {0}")]
+    Exporter(String),
+    /// The registry could not be encoded as text.
+    #[error("cannot encode the Prometheus exposition: {0}")]
+    Encode(#[from] prometheus::Error),
+}
+
+/// A view for the contract's histograms: their bucket bounds, and no min/max (replayed
+/// observations make them meaningless). Add it to a provider you build yourself;
+/// [`with_prometheus`] adds it for you.
+pub fn histogram_view() -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    |instrument: &Instrument| {
+        let bounds = match instrument.name() {
+            n if n == contract::CITATION_COVERAGE.instrument => COVERAGE.bounds,
+            n if n == contract::COVE_CONFIDENCE.instrument => CONFIDENCE.bounds,
+            n if n == contract::COVE_VERIFICATION_ROUNDS.instrument => ROUNDS.bounds,
+            _ => return None,
+        };
+        Stream::builder()
+            .with_aggregation(Aggregation::ExplicitBucketHistogram {
+                boundaries: bounds.to_vec(),
+                record_min_max: false,
+            })
+            .build()
+            .ok()
+    }
+}
+
+/// Adds a Prometheus reader that exports into `registry` with contract names (no unit
+/// suffixes, no `target_info`, no scope labels), plus [`histogram_view`].
+pub fn with_prometheus(
+    builder: MeterProviderBuilder,
+    registry: &Registry,
+) -> Result<MeterProviderBuilder, ExportError> {
+    let exporter = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .without_units()
+        .without_target_info()
+        .scope_info_enabled(false)
+        .build()
+        .map_err(|e| ExportError::Exporter(e.to_string()))?;
+    Ok(builder.with_reader(exporter).with_view(histogram_view()))
+}
+
+/// A meter provider exporting to a fresh Prometheus registry.
+#[derive(Debug, Clone)]
+pub struct PrometheusPipeline {
+    /// Register instruments on its meters.
+    pub provider: SdkMeterProvider,
+    /// Encode this with [`encode_text`].
+    pub registry: Registry,
+}
+
+impl PrometheusPipeline {
+    /// A provider with only the Prometheus reader.
+    pub fn new() -> Result<Self, ExportError> {
+        let registry = Registry::new();
+        let provider = with_prometheus(SdkMeterProvider::builder(), &registry)?.build();
+        Ok(Self { provider, registry })
+    }
+
+    /// The registry's exposition as text.
+    pub fn encode(&self) -> Result<String, ExportError> {
+        encode_text(&self.registry)
+    }
+}
+
+/// Encodes everything in `registry` in the Prometheus text format ([`TEXT_CONTENT_TYPE`]).
+pub fn encode_text(registry: &Registry) -> Result<String, ExportError> {
+    Ok(TextEncoder::new().encode_to_string(&registry.gather())?)
+}

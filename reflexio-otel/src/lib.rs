@@ -1,0 +1,73 @@
+//! Typed Reflexio events recorded as OpenTelemetry instruments, with rolling 24-hour and
+//! 7-day windows.
+//!
+//! A [`Recorder`] takes typed events — transcriptions, [`Fact`]s, digests, [`RetentionRun`]s,
+//! [`CoveConfig`]urations and process locks — and keeps cumulative totals, histograms and
+//! minute-bucketed rolling windows of them. [`Recorder::register`] puts the metric contract
+//! ([`contract`], `docs/metrics.md`) on an OpenTelemetry `Meter` of your provider; the
+//! windowed values are observable gauges read from an in-memory [`Snapshot`].
+//!
+//! ```
+//! use opentelemetry::metrics::MeterProvider;
+//! use reflexio_otel::{Fact, PrometheusPipeline, Recorder, RetentionRun};
+//!
+//! let pipeline = PrometheusPipeline::new()?;
+//! let recorder = Recorder::new();
+//! recorder.register(&pipeline.provider.meter("reflexio"));
+//!
+//! for i in 0..10 {
+//!     recorder.record_fact(&Fact::new(0.98)?.hallucinated(i == 0).with_cove(0.91, 1)?);
+//! }
+//! recorder.record(RetentionRun::new("facts", 120)?)?;
+//!
+//! let text = pipeline.encode()?;
+//! assert!(text.contains("reflexio_hallucination_rate_24h 0.1\n"));
+//! assert!(text.contains("reflexio_facts_total 10\n"));
+//! assert!(text.contains("reflexio_retention_operations_total{table=\"facts\"} 1\n"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # How it works
+//!
+//! - **Record** ([`recorder`], `shard`): facts, transcriptions and digests are a few relaxed
+//!   atomic adds on the calling thread's own shard — no lock, no allocation, no I/O. Rare
+//!   events (retention runs, locks, CoVe configuration, facts backfilled more than a few
+//!   minutes back) take a short mutex that is never held across I/O.
+//! - **Upkeep**: a background thread (every second by default) drains the shards into the
+//!   shared state and moves the windows.
+//! - **Windows** (`window`): fixed, aligned one-minute buckets holding only integers, so they
+//!   add exactly and merge across processes. The 24h window is the current minute and the 1439
+//!   before it; the 7d window is the current minute and the 10079 before it.
+//! - **Export** ([`instruments`](Recorder::register), [`exposition`]): each collection refreshes
+//!   one snapshot that all callbacks read. An empty window reports [`EMPTY_WINDOW_VALUE`], and
+//!   its sample count (`reflexio_facts_24h`, `reflexio_cove_verified_facts_24h`) says it is
+//!   empty.
+//! - **Time** ([`Clock`]): every window function takes the time as a parameter; the clock only
+//!   supplies "now". [`ManualClock`] lets tests drive it.
+
+mod clock;
+pub mod contract;
+mod event;
+mod exposition;
+mod histogram;
+mod instruments;
+mod locks;
+mod recorder;
+mod shard;
+mod snapshot;
+mod state;
+mod window;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use event::{
+    CoveConfig, CoveResult, Event, Fact, Fraction, LockEvent, MAX_NAME_LEN, MAX_ROUNDS, Name,
+    Problem, RetentionRun, Rounds, ValueError,
+};
+pub use exposition::{
+    ExportError, PrometheusPipeline, TEXT_CONTENT_TYPE, encode_text, histogram_view,
+    with_prometheus,
+};
+pub use histogram::{Counts, HistogramCounts};
+pub use recorder::{LockGuard, RecordError, Recorder, RecorderBuilder};
+pub use snapshot::{EMPTY_WINDOW_VALUE, LockCounts, Snapshot, TableLabel, Totals};
+pub use window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};

@@ -1,0 +1,451 @@
+//! The recorder: validates event times, routes events to the lock-free shards or the shared
+//! state, keeps the latest snapshot, and runs background upkeep.
+
+use crate::clock::{Clock, SystemClock, minute_of};
+use crate::event::{CoveConfig, Event, Fact, LockEvent, Name, RetentionRun};
+use crate::locks::LockConflict;
+use crate::shard::Shards;
+use crate::snapshot::Snapshot;
+use crate::state::{Limits, State};
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+
+/// Why an event was not recorded. A refused event changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The event's time is further ahead of the clock than the allowed skew.
+    #[error(
+        "event time is {} ahead of the clock; at most {} is allowed",
+        humantime::format_duration(*ahead),
+        humantime::format_duration(*max)
+    )]
+    FutureTime {
+        /// How far ahead it is.
+        ahead: Duration,
+        /// The allowed skew.
+        max: Duration,
+    },
+    /// The event's time is before 1970-01-01.
+    #[error("event time is before the Unix epoch")]
+    BeforeEpoch,
+    /// The holder already holds this lock.
+    #[error("lock {name:?} is already held by {holder:?}")]
+    LockAlreadyHeld {
+        /// The lock.
+        name: Name,
+        /// The holder.
+        holder: Name,
+    },
+    /// The holder does not hold this lock.
+    #[error("lock {name:?} is not held by {holder:?}")]
+    LockNotHeld {
+        /// The lock.
+        name: Name,
+        /// The holder.
+        holder: Name,
+    },
+    /// As many locks as the limit allows are held already.
+    #[error("{limit} locks are held already, the most the recorder tracks")]
+    TooManyLocks {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Builds a [`Recorder`].
+#[derive(Debug)]
+#[must_use]
+pub struct RecorderBuilder {
+    clock: Arc<dyn Clock>,
+    upkeep_interval: Option<Duration>,
+    max_future_skew: Duration,
+    limits: Limits,
+}
+
+impl Default for RecorderBuilder {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            upkeep_interval: Some(Duration::from_secs(1)),
+            max_future_skew: Duration::from_secs(5 * 60),
+            limits: Limits {
+                max_tables: 32,
+                max_locks: 1024,
+                stale_lock_after: Duration::from_secs(3600),
+            },
+        }
+    }
+}
+
+impl RecorderBuilder {
+    /// How long a lock may be held before it counts as stale. Default: 1 hour.
+    pub fn stale_lock_after(mut self, after: Duration) -> Self {
+        self.limits.stale_lock_after = after;
+        self
+    }
+
+    /// How far ahead of the clock an event time may be (clock skew between hosts); such
+    /// events are recorded at the current time. Later times are refused. Default: 5 minutes.
+    pub fn max_future_skew(mut self, skew: Duration) -> Self {
+        self.max_future_skew = skew;
+        self
+    }
+
+    /// Retention tables that get their own `table` label; runs over further tables are counted
+    /// in the overflow series. Default: 32.
+    pub fn max_tables(mut self, max: usize) -> Self {
+        self.limits.max_tables = max;
+        self
+    }
+
+    /// Locks tracked at once; acquiring more is refused. Default: 1024.
+    pub fn max_locks(mut self, max: usize) -> Self {
+        self.limits.max_locks = max;
+        self
+    }
+
+    /// How often the background upkeep thread drains the shards and moves the windows.
+    /// Default: 1 second.
+    pub fn upkeep_interval(mut self, interval: Duration) -> Self {
+        self.upkeep_interval = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// No upkeep thread: the windows move and the shards drain only when a snapshot is taken
+    /// or [`Recorder::run_upkeep`] is called. For tests that drive time themselves.
+    pub fn without_upkeep_thread(mut self) -> Self {
+        self.upkeep_interval = None;
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the recorder and starts its upkeep thread.
+    pub fn build(self) -> Recorder {
+        let inner = Arc::new(Inner {
+            clock: self.clock,
+            max_future_skew: self.max_future_skew,
+            shards: Shards::default(),
+            head: AtomicU64::new(0),
+            state: Mutex::new(State::new(self.limits)),
+            latest: ArcSwap::from_pointee(Snapshot::empty()),
+            hooks: Mutex::new(Vec::new()),
+        });
+        let now = inner.clock.now();
+        inner.refresh(now);
+        if let Some(interval) = self.upkeep_interval {
+            spawn_upkeep(Arc::downgrade(&inner), interval);
+        }
+        Recorder { inner }
+    }
+}
+
+/// Called after each refresh with the new snapshot (the OpenTelemetry histogram replay).
+pub(crate) type RefreshHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
+
+pub(crate) struct Inner {
+    pub(crate) clock: Arc<dyn Clock>,
+    max_future_skew: Duration,
+    shards: Shards,
+    /// The windows' newest minute, published by each refresh; "now" never counts before it.
+    head: AtomicU64,
+    state: Mutex<State>,
+    latest: ArcSwap<Snapshot>,
+    hooks: Mutex<Vec<RefreshHook>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("clock", &self.clock)
+            .field("max_future_skew", &self.max_future_skew)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves consistent integers behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drains the shards, moves the windows to `now`, publishes a new snapshot and runs the
+    /// refresh hooks.
+    pub(crate) fn refresh(&self, now: SystemTime) -> Arc<Snapshot> {
+        let snapshot = {
+            let mut state = self.state();
+            state.advance(minute_of(now).unwrap_or(0));
+            let drained = self.shards.drain(|m, b| state.add_facts(m, b));
+            state.add_drained(&drained);
+            self.head.store(state.head(), Ordering::Relaxed);
+            let snapshot = Arc::new(state.snapshot(now));
+            // Published under the lock, so snapshots are published in order.
+            self.latest.store(Arc::clone(&snapshot));
+            snapshot
+        };
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook(&snapshot);
+        }
+        snapshot
+    }
+
+    pub(crate) fn latest(&self) -> Arc<Snapshot> {
+        self.latest.load_full()
+    }
+
+    pub(crate) fn add_hook(&self, hook: RefreshHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    /// The minute an event stamped "now" counts in: the clock's, or the windows' newest
+    /// minute if the clock has jumped back behind it.
+    fn now_minute(&self, now: SystemTime) -> Option<u64> {
+        minute_of(now).map(|m| m.max(self.head.load(Ordering::Relaxed)))
+    }
+
+    /// The time an event is recorded at and the minute it counts in: its own time (now, if it
+    /// is ahead of the clock by no more than the allowed skew), or now.
+    fn resolve(&self, time: Option<SystemTime>) -> Result<(SystemTime, u64), RecordError> {
+        let now = self.clock.now();
+        let past = match time {
+            None => None,
+            Some(t) => match t.duration_since(now) {
+                Ok(ahead) if ahead > self.max_future_skew => {
+                    return Err(RecordError::FutureTime {
+                        ahead,
+                        max: self.max_future_skew,
+                    });
+                }
+                Ok(_) => None,
+                Err(_) => Some(t),
+            },
+        };
+        match past {
+            Some(t) => Ok((t, minute_of(t).ok_or(RecordError::BeforeEpoch)?)),
+            None => Ok((now, self.now_minute(now).ok_or(RecordError::BeforeEpoch)?)),
+        }
+    }
+
+    fn record(&self, event: &Event, time: Option<SystemTime>) -> Result<(), RecordError> {
+        let (at, minute) = self.resolve(time)?;
+        match event {
+            Event::Transcription => self.shards.record_transcription(),
+            Event::Digest => self.shards.record_digest(),
+            Event::Fact(fact) => self.record_fact(minute, fact),
+            Event::Retention(run) => self.state().add_retention(minute, run),
+            Event::CoveConfig(config) => self.state().set_cove(*config, at),
+            Event::LockAcquired(lock) => self
+                .state()
+                .acquire_lock(lock, at)
+                .map_err(|c| conflict(c, lock))?,
+            Event::LockReleased(lock) => self
+                .state()
+                .release_lock(lock)
+                .map_err(|c| conflict(c, lock))?,
+        }
+        Ok(())
+    }
+
+    fn record_fact(&self, minute: u64, fact: &Fact) {
+        if !self.shards.record_fact(minute, fact) {
+            self.state().add_fact(minute, fact);
+        }
+    }
+}
+
+fn conflict(conflict: LockConflict, lock: &LockEvent) -> RecordError {
+    match conflict {
+        LockConflict::AlreadyHeld => RecordError::LockAlreadyHeld {
+            name: lock.name.clone(),
+            holder: lock.holder.clone(),
+        },
+        LockConflict::NotHeld => RecordError::LockNotHeld {
+            name: lock.name.clone(),
+            holder: lock.holder.clone(),
+        },
+        LockConflict::Full { limit } => RecordError::TooManyLocks { limit },
+    }
+}
+
+fn spawn_upkeep(inner: Weak<Inner>, interval: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("reflexio-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(inner) = inner.upgrade() else { break };
+                let now = inner.clock.now();
+                inner.refresh(now);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(
+            error = %e,
+            "cannot start the upkeep thread; windows will move only when snapshots are taken"
+        );
+    }
+}
+
+/// Records Reflexio events and keeps their rolling windows.
+///
+/// Cloning is cheap; clones record into the same state. Recording never blocks on I/O and
+/// never panics: facts, transcriptions and digests go through lock-free per-thread shards;
+/// retention runs, lock events, CoVe configuration and facts older than a few minutes take a
+/// short mutex that is never held across I/O.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    /// A recorder with default settings, on the system clock.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// Starts configuring a recorder.
+    pub fn builder() -> RecorderBuilder {
+        RecorderBuilder::default()
+    }
+
+    /// Records `event` now.
+    pub fn record(&self, event: impl Into<Event>) -> Result<(), RecordError> {
+        self.inner.record(&event.into(), None)
+    }
+
+    /// Records `event` as having happened at `time` (backfill). A time slightly ahead of the
+    /// clock (within the allowed skew) is recorded as now.
+    pub fn record_at(&self, event: impl Into<Event>, time: SystemTime) -> Result<(), RecordError> {
+        self.inner.record(&event.into(), Some(time))
+    }
+
+    /// Records a fact now: the hot path.
+    pub fn record_fact(&self, fact: &Fact) {
+        // The system clock never reads before the epoch; a manual one may, and is ignored.
+        if let Some(minute) = self.inner.now_minute(self.inner.clock.now()) {
+            self.inner.record_fact(minute, fact);
+        }
+    }
+
+    /// Records a transcription now.
+    pub fn record_transcription(&self) {
+        self.inner.shards.record_transcription();
+    }
+
+    /// Records a digest now.
+    pub fn record_digest(&self) {
+        self.inner.shards.record_digest();
+    }
+
+    /// Records a retention run now.
+    pub fn record_retention(&self, run: &RetentionRun) {
+        if let Some(minute) = self.inner.now_minute(self.inner.clock.now()) {
+            self.inner.state().add_retention(minute, run);
+        }
+    }
+
+    /// Records the CoVe configuration now.
+    pub fn record_cove_config(&self, config: CoveConfig) {
+        let now = self.inner.clock.now();
+        self.inner.state().set_cove(config, now);
+    }
+
+    /// Records `lock` as taken now, filling in this process's id and host where the event has
+    /// none, and returns a guard that records the release when dropped.
+    ///
+    /// ```
+    /// use reflexio_otel::{LockEvent, Recorder};
+    /// let recorder = Recorder::new();
+    /// {
+    ///     let _guard = recorder.acquire_lock(LockEvent::new("daily_digest", "worker-1")?)?;
+    ///     assert_eq!(recorder.snapshot().locks.active, 1);
+    /// }
+    /// assert_eq!(recorder.snapshot().locks.active, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn acquire_lock(&self, mut event: LockEvent) -> Result<LockGuard, RecordError> {
+        event.pid = event.pid.or(Some(std::process::id()));
+        event.host = event.host.or_else(this_host);
+        self.inner
+            .record(&Event::LockAcquired(event.clone()), None)?;
+        Ok(LockGuard {
+            recorder: self.clone(),
+            event,
+        })
+    }
+
+    /// Registers the contract's instruments on `meter` (once per meter provider). Counters and
+    /// gauges read the recorder's snapshot; the histograms are fed from it. For Prometheus
+    /// names as in the contract, build the provider with [`crate::with_prometheus`] (or add
+    /// [`crate::histogram_view`] to your own).
+    pub fn register(&self, meter: &opentelemetry::metrics::Meter) {
+        crate::instruments::register(&self.inner, meter);
+    }
+
+    /// Drains the shards and publishes a snapshot taken now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let now = self.inner.clock.now();
+        self.inner.refresh(now)
+    }
+
+    /// Runs one round of upkeep now (what the upkeep thread does every interval).
+    pub fn run_upkeep(&self) {
+        self.snapshot();
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn this_host() -> Option<Name> {
+    let uname = rustix::system::uname();
+    Name::new(&uname.nodename().to_string_lossy()).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn this_host() -> Option<Name> {
+    None
+}
+
+/// A held process lock; dropping it records the release.
+#[derive(Debug)]
+#[must_use = "dropping the guard releases the lock at once"]
+pub struct LockGuard {
+    recorder: Recorder,
+    event: LockEvent,
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &Name {
+        &self.event.name
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let released = self
+            .recorder
+            .inner
+            .record(&Event::LockReleased(self.event.clone()), None);
+        if let Err(e) = released {
+            // Only possible if a LockReleased event for the same holder was recorded by hand.
+            tracing::debug!(error = %e, "lock guard released a lock that was no longer held");
+        }
+    }
+}

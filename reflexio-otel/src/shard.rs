@@ -1,0 +1,344 @@
+//! The lock-free record path: one shard of counters per recording thread for facts,
+//! transcriptions and digests, read by upkeep and snapshots.
+//!
+//! A shard has exactly one writer, its thread, so recording is a handful of plain loads and
+//! stores to memory no other thread writes: no lock, no atomic read-modify-write, no shared
+//! cache line, no allocation after the thread's first event. Every counter only grows; the
+//! drainer never writes the writer's memory. It keeps, per shard, what it has already taken and
+//! takes the difference.
+//!
+//! Facts are counted in [`SLOTS`] per-minute slots. A writer reuses a slot for another minute
+//! only once the drainer has acknowledged everything written to it, so every increment is
+//! taken exactly once and attributed to its minute; if the slot is not yet acknowledged (the
+//! upkeep stalled, or an old backfill collides with a recent minute), the fact is refused here
+//! and takes the slower path through the shared state.
+//!
+//! A drain that runs while a thread is in the middle of recording one fact may take part of
+//! that fact (its count before its hallucination flag, say); the next drain takes the rest.
+//! Counts are written before the flags and sums that depend on them, so a ratio read in
+//! between is at most one in-flight fact per recording thread low, never above 1.
+
+use crate::event::Fact;
+use crate::histogram::{
+    CONFIDENCE, CONFIDENCE_BUCKETS, COVERAGE, COVERAGE_BUCKETS, HistogramCounts, ROUNDS,
+    ROUNDS_BUCKETS,
+};
+use crate::window::{Bucket, FactBucket};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use thread_local::ThreadLocal;
+
+/// Per-minute fact slots in each shard.
+pub(crate) const SLOTS: u64 = 8;
+
+/// Adds `v` to a counter only this thread writes.
+#[inline]
+fn bump(counter: &AtomicU64, v: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(v),
+        Ordering::Release,
+    );
+}
+
+/// The facts of one minute in one shard, cumulative since the slot was first used.
+///
+/// `tag` is the minute plus one (zero: never used); `version` counts the facts written to the
+/// slot; `acked` is the `version` the drainer has taken everything up to.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Slot {
+    tag: AtomicU64,
+    version: AtomicU64,
+    acked: AtomicU64,
+    facts: AtomicU64,
+    hallucinated: AtomicU64,
+    non_atomic: AtomicU64,
+    coverage_sum: AtomicU64,
+    cove_facts: AtomicU64,
+    confidence_sum: AtomicU64,
+    rounds_sum: AtomicU64,
+}
+
+impl Slot {
+    fn read(&self) -> FactBucket {
+        let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+        FactBucket {
+            facts: get(&self.facts),
+            hallucinated: get(&self.hallucinated),
+            non_atomic: get(&self.non_atomic),
+            coverage_sum: get(&self.coverage_sum),
+            cove_facts: get(&self.cove_facts),
+            confidence_sum: get(&self.confidence_sum),
+            rounds_sum: get(&self.rounds_sum),
+        }
+    }
+}
+
+/// What the drainer has taken from a shard so far.
+#[derive(Debug, Default)]
+struct Taken {
+    slots: [FactBucket; SLOTS as usize],
+    histograms: HistogramCounts,
+    transcriptions: u64,
+    digests: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    slots: [Slot; SLOTS as usize],
+    transcriptions: AtomicU64,
+    digests: AtomicU64,
+    coverage: [AtomicU64; COVERAGE_BUCKETS],
+    confidence: [AtomicU64; CONFIDENCE_BUCKETS],
+    rounds: [AtomicU64; ROUNDS_BUCKETS],
+    /// Touched only by the drainer, which holds the shared state's lock.
+    taken: Mutex<Taken>,
+}
+
+/// What a drain took out of the shards besides the per-minute fact buckets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Drained {
+    pub(crate) transcriptions: u64,
+    pub(crate) digests: u64,
+    pub(crate) histograms: HistogramCounts,
+}
+
+/// The shards of one recorder, one per thread that has recorded into it.
+#[derive(Debug, Default)]
+pub(crate) struct Shards {
+    shards: ThreadLocal<Shard>,
+}
+
+impl Shards {
+    fn mine(&self) -> &Shard {
+        self.shards.get_or_default()
+    }
+
+    pub(crate) fn record_transcription(&self) {
+        bump(&self.mine().transcriptions, 1);
+    }
+
+    pub(crate) fn record_digest(&self) {
+        bump(&self.mine().digests, 1);
+    }
+
+    /// Records `fact` in `minute`'s slot. Returns `false`, recording nothing, when the slot
+    /// holds another minute that the drainer has not fully taken yet.
+    pub(crate) fn record_fact(&self, minute: u64, fact: &Fact) -> bool {
+        let shard = self.mine();
+        let slot = &shard.slots[(minute % SLOTS) as usize];
+        let version = slot.version.load(Ordering::Relaxed);
+        if slot.tag.load(Ordering::Relaxed) != minute + 1 {
+            if slot.acked.load(Ordering::Acquire) != version {
+                return false;
+            }
+            // Everything in the slot is taken: from here on, its growth belongs to `minute`.
+            slot.tag.store(minute + 1, Ordering::Release);
+        }
+        let coverage = fact.citation_coverage.nanos();
+        bump(&slot.facts, 1);
+        if fact.hallucinated {
+            bump(&slot.hallucinated, 1);
+        }
+        if !fact.atomic {
+            bump(&slot.non_atomic, 1);
+        }
+        bump(&slot.coverage_sum, coverage);
+        bump(&shard.coverage[COVERAGE.bucket(coverage)], 1);
+        if let Some(cove) = fact.cove {
+            let confidence = cove.confidence.nanos();
+            let rounds = u64::from(cove.rounds.get());
+            bump(&slot.cove_facts, 1);
+            bump(&slot.confidence_sum, confidence);
+            bump(&slot.rounds_sum, rounds);
+            bump(&shard.confidence[CONFIDENCE.bucket(confidence)], 1);
+            bump(&shard.rounds[ROUNDS.bucket(rounds)], 1);
+        }
+        slot.version
+            .store(version.wrapping_add(1), Ordering::Release);
+        true
+    }
+
+    /// Takes everything recorded since the last drain, passing each minute's new facts to
+    /// `facts`.
+    pub(crate) fn drain(&self, mut facts: impl FnMut(u64, &FactBucket)) -> Drained {
+        let mut out = Drained::default();
+        for shard in self.shards.iter() {
+            let mut taken = shard.taken.lock().unwrap_or_else(|e| e.into_inner());
+            for (slot, taken) in shard.slots.iter().zip(taken.slots.iter_mut()) {
+                // Every fact up to `version` is complete in what is read next.
+                let version = slot.version.load(Ordering::Acquire);
+                let now = slot.read();
+                // Read after the counts: if they hold a fact of a new minute, so does the tag.
+                let tag = slot.tag.load(Ordering::Acquire);
+                let mut delta = now;
+                delta.sub(taken);
+                *taken = now;
+                slot.acked.store(version, Ordering::Release);
+                if tag != 0 && delta != FactBucket::default() {
+                    let h = &mut out.histograms;
+                    h.coverage.sum = h.coverage.sum.wrapping_add(delta.coverage_sum);
+                    h.confidence.sum = h.confidence.sum.wrapping_add(delta.confidence_sum);
+                    h.rounds.sum = h.rounds.sum.wrapping_add(delta.rounds_sum);
+                    facts(tag - 1, &delta);
+                }
+            }
+            let take = |from: &[AtomicU64], taken: &mut [u64], into: &mut [u64]| {
+                for ((a, t), i) in from.iter().zip(taken.iter_mut()).zip(into.iter_mut()) {
+                    let now = a.load(Ordering::Acquire);
+                    *i = i.wrapping_add(now.wrapping_sub(*t));
+                    *t = now;
+                }
+            };
+            let Taken {
+                histograms,
+                transcriptions,
+                digests,
+                ..
+            } = &mut *taken;
+            let h = &mut out.histograms;
+            take(
+                &shard.coverage,
+                &mut histograms.coverage.buckets,
+                &mut h.coverage.buckets,
+            );
+            take(
+                &shard.confidence,
+                &mut histograms.confidence.buckets,
+                &mut h.confidence.buckets,
+            );
+            take(
+                &shard.rounds,
+                &mut histograms.rounds.buckets,
+                &mut h.rounds.buckets,
+            );
+            take(
+                std::slice::from_ref(&shard.transcriptions),
+                std::slice::from_mut(transcriptions),
+                std::slice::from_mut(&mut out.transcriptions),
+            );
+            take(
+                std::slice::from_ref(&shard.digests),
+                std::slice::from_mut(digests),
+                std::slice::from_mut(&mut out.digests),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn fact(h: bool) -> Fact {
+        Fact::new(0.9)
+            .expect("valid")
+            .hallucinated(h)
+            .with_cove(0.8, 2)
+            .expect("valid")
+    }
+
+    fn drain_all(shards: &Shards) -> (BTreeMap<u64, FactBucket>, Drained) {
+        let mut minutes = BTreeMap::new();
+        let drained = shards.drain(|m, b| {
+            minutes.entry(m).or_insert_with(FactBucket::default).add(b);
+        });
+        (minutes, drained)
+    }
+
+    #[test]
+    fn slots_are_reused_only_after_a_drain() {
+        let shards = Shards::default();
+        for m in 100..108 {
+            assert!(shards.record_fact(m, &fact(false)), "fresh slot for {m}");
+        }
+        assert!(
+            shards.record_fact(100, &fact(true)),
+            "same minute, same slot"
+        );
+        assert!(
+            !shards.record_fact(108, &fact(false)),
+            "slot of 100 not taken yet"
+        );
+        let (minutes, drained) = drain_all(&shards);
+        assert_eq!(minutes.len(), 8);
+        assert_eq!(minutes[&100].facts, 2);
+        assert_eq!(minutes[&100].hallucinated, 1);
+        assert_eq!(drained.histograms.coverage.count(), 9);
+        assert_eq!(drained.histograms.rounds.sum, 18);
+        assert!(shards.record_fact(108, &fact(false)), "slot of 100 taken");
+        assert!(
+            !shards.record_fact(92, &fact(false)),
+            "slot of 108 not taken yet"
+        );
+        assert!(
+            shards.record_fact(93, &fact(false)),
+            "backfill into a taken slot"
+        );
+        let (minutes, _) = drain_all(&shards);
+        assert_eq!(minutes.keys().copied().collect::<Vec<_>>(), vec![93, 108]);
+        let (minutes, drained) = drain_all(&shards);
+        assert!(minutes.is_empty());
+        assert_eq!(drained, Drained::default());
+    }
+
+    #[test]
+    fn concurrent_records_and_drains_lose_nothing() {
+        let shards = Arc::new(Shards::default());
+        let threads = 4u64;
+        let per_thread = 50_000u64;
+        let writers: Vec<_> = (0..threads)
+            .map(|t| {
+                let shards = Arc::clone(&shards);
+                std::thread::spawn(move || {
+                    let mut refused = 0u64;
+                    for i in 0..per_thread {
+                        shards.record_transcription();
+                        // Minutes move on while the drainer runs, so slots get reused.
+                        let minute = 1_000 + i / 1_000;
+                        if !shards.record_fact(minute, &fact((i + t) % 3 == 0)) {
+                            refused += 1;
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        let mut minutes = BTreeMap::<u64, FactBucket>::new();
+        let mut drained = Drained::default();
+        let mut merge = |shards: &Shards| {
+            let (m, d) = drain_all(shards);
+            for (k, b) in m {
+                minutes.entry(k).or_default().add(&b);
+            }
+            drained.transcriptions += d.transcriptions;
+            drained.histograms.add(&d.histograms);
+        };
+        while writers.iter().any(|w| !w.is_finished()) {
+            merge(&shards);
+        }
+        let refused: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+        merge(&shards);
+        let mut total = FactBucket::default();
+        for (minute, b) in &minutes {
+            assert!(
+                (1_000..1_050).contains(minute),
+                "fact attributed to minute {minute}"
+            );
+            // Each minute holds 1000 facts per thread, minus those refused.
+            assert!(b.facts <= threads * 1_000);
+            total.add(b);
+        }
+        // Every fact is either in exactly one drained minute or was refused, whole.
+        assert_eq!(total.facts + refused, threads * per_thread);
+        assert_eq!(total.cove_facts, total.facts);
+        assert_eq!(total.rounds_sum, 2 * total.facts);
+        assert_eq!(total.coverage_sum, 900_000_000 * total.facts);
+        assert_eq!(drained.histograms.coverage.count(), total.facts);
+        assert_eq!(drained.histograms.confidence.count(), total.facts);
+        assert_eq!(drained.transcriptions, threads * per_thread);
+    }
+}

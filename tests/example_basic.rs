@@ -80,5 +80,8 @@ fn basic_example_prints_the_contract_and_passes_promtool() {
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
     );
-    assert!(checked.status.success() && remarks.is_empty(), "promtool: {remarks}");
+    assert!(
+        checked.status.success() && remarks.is_empty(),
+        "promtool: {remarks}"
+    );
 }

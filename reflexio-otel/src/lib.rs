@@ -29,21 +29,23 @@
 //!
 //! # How it works
 //!
-//! - **Record** ([`recorder`], `shard`): facts, transcriptions and digests are a few relaxed
-//!   atomic adds on the calling thread's own shard — no lock, no allocation, no I/O. Rare
-//!   events (retention runs, locks, CoVe configuration, facts backfilled more than a few
-//!   minutes back) take a short mutex that is never held across I/O.
-//! - **Upkeep**: a background thread (every second by default) drains the shards into the
-//!   shared state and moves the windows.
-//! - **Windows** (`window`): fixed, aligned one-minute buckets holding only integers, so they
-//!   add exactly and merge across processes. The 24h window is the current minute and the 1439
-//!   before it; the 7d window is the current minute and the 10079 before it.
-//! - **Export** ([`instruments`](Recorder::register), [`exposition`]): each collection refreshes
-//!   one snapshot that all callbacks read. An empty window reports [`EMPTY_WINDOW_VALUE`], and
-//!   its sample count (`reflexio_facts_24h`, `reflexio_cove_verified_facts_24h`) says it is
-//!   empty.
-//! - **Time** ([`Clock`]): every window function takes the time as a parameter; the clock only
-//!   supplies "now". [`ManualClock`] lets tests drive it.
+//! - **Record**: facts, transcriptions and digests are a dozen plain loads and stores into the
+//!   calling thread's own shard — no lock, no atomic read-modify-write, no allocation, no I/O.
+//!   Rare events (retention runs, locks, CoVe configuration, facts backfilled far enough back
+//!   to collide with a recent minute) take a short mutex that is never held across I/O.
+//! - **Upkeep**: a background thread (every second by default) takes what the shards gathered
+//!   into the shared state, moves the windows, and feeds the SDK histograms.
+//! - **Windows**: fixed, aligned one-minute buckets holding only integers, so they add exactly
+//!   and merge in any order. The 24h window is the current minute and the 1439 before it; the
+//!   7d window is the current minute and the 10079 before it.
+//! - **Export** ([`Recorder::register`], [`with_prometheus`], [`encode_text`]): each collection
+//!   refreshes one [`Snapshot`] that every callback reads. An empty window reports
+//!   [`EMPTY_WINDOW_VALUE`], and its sample count (`reflexio_facts_24h`,
+//!   `reflexio_cove_verified_facts_24h`) says it is empty.
+//! - **Time** ([`Clock`]): window code takes the time as a parameter; the clock only supplies
+//!   "now". [`ManualClock`] lets tests drive it.
+
+#![warn(missing_docs)]
 
 mod clock;
 pub mod contract;

@@ -300,9 +300,10 @@ fn spawn_upkeep(inner: Weak<Inner>, interval: Duration) {
 /// Records Reflexio events and keeps their rolling windows.
 ///
 /// Cloning is cheap; clones record into the same state. Recording never blocks on I/O and
-/// never panics: facts, transcriptions and digests go through lock-free per-thread shards;
-/// retention runs, lock events, CoVe configuration and facts older than a few minutes take a
-/// short mutex that is never held across I/O.
+/// never panics: facts, transcriptions and digests go to the calling thread's own shard
+/// without a lock; retention runs, lock events, CoVe configuration, and the rare fact whose
+/// minute slot in the shard is still in use by another minute take a short mutex that is
+/// never held across I/O.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub(crate) inner: Arc<Inner>,

@@ -289,7 +289,59 @@ spec!(
     "Process locks held for longer than the stale threshold (default 1h)."
 );
 
-/// Every exported metric, in exposition order of the contract table.
+spec!(
+    CLOCK_BACKWARD_JUMPS,
+    "reflexio_clock_backward_jumps",
+    "reflexio_clock_backward_jumps_total",
+    Counter,
+    "{jump}",
+    [],
+    "Times the clock went back by more than a second; windows do not follow it back."
+);
+
+spec!(
+    STORE_HEALTHY,
+    "reflexio_store_healthy",
+    "reflexio_store_healthy",
+    Gauge,
+    "1",
+    [],
+    "1 if the store was read and the last write to it succeeded, else 0."
+);
+spec!(
+    STORE_LAST_FLUSH,
+    "reflexio_store_last_flush_timestamp_seconds",
+    "reflexio_store_last_flush_timestamp_seconds",
+    Gauge,
+    "s",
+    [],
+    "Unix time of the last successful flush to the store; 0 before the first."
+);
+spec!(
+    STORE_FLUSHES,
+    "reflexio_store_flushes",
+    "reflexio_store_flushes_total",
+    Counter,
+    "{flush}",
+    [],
+    "Successful flushes: each writes what is new and reads what other processes wrote."
+);
+spec!(
+    STORE_FLUSH_ERRORS,
+    "reflexio_store_flush_errors",
+    "reflexio_store_flush_errors_total",
+    Counter,
+    "{flush}",
+    [KIND_LABEL],
+    "Failed flushes (or failed attempts to open the store), by kind of error."
+);
+
+/// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
+/// `incompatible`, `io` or `other`.
+pub const KIND_LABEL: &str = "kind";
+
+/// Every metric a recorder exports, with or without a store, in the order of the contract
+/// table.
 pub const ALL: &[MetricSpec] = &[
     TRANSCRIPTIONS,
     FACTS,
@@ -316,6 +368,15 @@ pub const ALL: &[MetricSpec] = &[
     COVE_CONFIDENCE,
     COVE_VERIFICATION_ROUNDS,
     CITATION_COVERAGE,
+    CLOCK_BACKWARD_JUMPS,
+];
+
+/// The metrics a recorder with a store exports as well.
+pub const STORE: &[MetricSpec] = &[
+    STORE_HEALTHY,
+    STORE_LAST_FLUSH,
+    STORE_FLUSHES,
+    STORE_FLUSH_ERRORS,
 ];
 
 #[cfg(test)]
@@ -326,7 +387,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_consistent() {
         let mut seen = HashSet::new();
-        for m in ALL {
+        for m in ALL.iter().chain(STORE) {
             assert!(seen.insert(m.exported), "{} listed twice", m.exported);
             assert!(m.instrument.starts_with("reflexio_"));
             match m.kind {

@@ -5,14 +5,17 @@
 //! consistent instant and no callback holds a lock or does I/O. Histograms are SDK histograms
 //! fed by replaying the counted bucket deltas after every refresh (see [`crate::histogram`]).
 
-use crate::contract::{self, MetricSpec, OVERFLOW_ATTRIBUTE, TABLE_LABEL};
+use crate::contract::{self, KIND_LABEL, MetricSpec, OVERFLOW_ATTRIBUTE, TABLE_LABEL};
 use crate::histogram::{CONFIDENCE, COVERAGE, Counts, HistogramCounts, Layout, ROUNDS};
+use crate::persist::StoreHealth;
 use crate::recorder::Inner;
 use crate::snapshot::{Snapshot, TableLabel};
+use crate::store::StoreErrorKind;
 use crate::window::RetentionBucket;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter};
 use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
 
 /// The SDK histograms of one registration, and the observations already replayed into them.
 struct HistogramSink {
@@ -219,4 +222,52 @@ pub(crate) fn register(inner: &Arc<Inner>, meter: &Meter) {
     );
     u64_gauge(meter, &contract::ACTIVE_LOCKS, latest(|s| s.locks.active));
     u64_gauge(meter, &contract::STALE_LOCKS, latest(|s| s.locks.stale));
+    u64_counter(
+        meter,
+        &contract::CLOCK_BACKWARD_JUMPS,
+        latest(|s| s.clock_jumps_back),
+    );
+
+    if inner.has_store() {
+        register_store(inner, meter);
+    }
+}
+
+/// The store's health metrics.
+fn register_store(inner: &Arc<Inner>, meter: &Meter) {
+    let health = |f: fn(&StoreHealth) -> u64| -> Box<U64Callback> {
+        let inner = Arc::clone(inner);
+        Box::new(move |o| {
+            if let Some(h) = &inner.latest().store {
+                o.observe(f(h), &[]);
+            }
+        })
+    };
+    u64_gauge(
+        meter,
+        &contract::STORE_HEALTHY,
+        health(|h| u64::from(h.is_healthy())),
+    );
+    u64_gauge(
+        meter,
+        &contract::STORE_LAST_FLUSH,
+        health(|h| {
+            h.last_success
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        }),
+    );
+    u64_counter(meter, &contract::STORE_FLUSHES, health(|h| h.flushes));
+    let inner = Arc::clone(inner);
+    u64_counter(
+        meter,
+        &contract::STORE_FLUSH_ERRORS,
+        Box::new(move |o| {
+            if let Some(h) = &inner.latest().store {
+                for kind in StoreErrorKind::ALL {
+                    o.observe(h.errors(kind), &[KeyValue::new(KIND_LABEL, kind.as_str())]);
+                }
+            }
+        }),
+    );
 }

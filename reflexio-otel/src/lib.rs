@@ -49,15 +49,18 @@
 
 mod clock;
 pub mod contract;
+mod delta;
 mod event;
 mod exposition;
 mod histogram;
 mod instruments;
 mod locks;
+mod persist;
 mod recorder;
 mod shard;
 mod snapshot;
 mod state;
+mod store;
 mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -70,6 +73,8 @@ pub use exposition::{
     with_prometheus,
 };
 pub use histogram::{Counts, HistogramCounts};
+pub use persist::{DurableError, StoreHealth};
 pub use recorder::{LockGuard, RecordError, Recorder, RecorderBuilder};
 pub use snapshot::{EMPTY_WINDOW_VALUE, LockCounts, Snapshot, TableLabel, Totals};
+pub use store::{StoreError, StoreErrorKind, StoreOptions, Synchronous};
 pub use window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};

@@ -1,12 +1,16 @@
 //! The recorder: validates event times, routes events to the lock-free shards or the shared
-//! state, keeps the latest snapshot, and runs background upkeep.
+//! state, keeps the latest snapshot, runs background upkeep, and connects the store.
 
 use crate::clock::{Clock, SystemClock, minute_of};
+use crate::delta::Delta;
 use crate::event::{CoveConfig, Event, Fact, LockEvent, Name, RetentionRun};
-use crate::locks::LockConflict;
+use crate::locks::{HeldLock, LockConflict};
+use crate::persist::{DurableError, Persister, StoreHealth};
 use crate::shard::Shards;
 use crate::snapshot::Snapshot;
 use crate::state::{Limits, State};
+use crate::store::{Changes, StoreError, StoreOptions};
+use crate::window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -64,6 +68,7 @@ pub struct RecorderBuilder {
     upkeep_interval: Option<Duration>,
     max_future_skew: Duration,
     limits: Limits,
+    store: Option<StoreOptions>,
 }
 
 impl Default for RecorderBuilder {
@@ -77,6 +82,7 @@ impl Default for RecorderBuilder {
                 max_locks: 1024,
                 stale_lock_after: Duration::from_secs(3600),
             },
+            store: None,
         }
     }
 }
@@ -128,23 +134,45 @@ impl RecorderBuilder {
         self
     }
 
+    /// Keeps totals, histograms, windows, locks and the CoVe configuration in a SQLite store,
+    /// so that they survive restarts and several processes can share them.
+    pub fn store(mut self, options: StoreOptions) -> Self {
+        self.store = Some(options);
+        self
+    }
+
     /// Builds the recorder and starts its upkeep thread.
+    ///
+    /// With a store, this opens and loads it first (waiting at most the busy timeout), so the
+    /// recorder starts from the stored values. It never fails: if the store cannot be opened,
+    /// the recorder records in memory, [`Recorder::store_health`] says why, and the writer
+    /// keeps trying.
     pub fn build(self) -> Recorder {
+        let persistent = self.store.is_some();
         let inner = Arc::new(Inner {
             clock: self.clock,
             max_future_skew: self.max_future_skew,
             shards: Shards::default(),
             head: AtomicU64::new(0),
-            state: Mutex::new(State::new(self.limits)),
+            state: Mutex::new(State::new(self.limits, persistent)),
             latest: ArcSwap::from_pointee(Snapshot::empty()),
             hooks: Mutex::new(Vec::new()),
+            persister: self.store.map(Persister::new),
         });
+        if let Some(persister) = &inner.persister {
+            persister.start(&inner);
+        }
         let now = inner.clock.now();
         inner.refresh(now);
         if let Some(interval) = self.upkeep_interval {
             spawn_upkeep(Arc::downgrade(&inner), interval);
         }
-        Recorder { inner }
+        Recorder {
+            _lifeline: Arc::new(Lifeline {
+                inner: Arc::clone(&inner),
+            }),
+            inner,
+        }
     }
 }
 
@@ -160,6 +188,7 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     latest: ArcSwap<Snapshot>,
     hooks: Mutex<Vec<RefreshHook>>,
+    persister: Option<Persister>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -182,11 +211,10 @@ impl Inner {
     pub(crate) fn refresh(&self, now: SystemTime) -> Arc<Snapshot> {
         let snapshot = {
             let mut state = self.state();
-            state.advance(minute_of(now).unwrap_or(0));
-            let drained = self.shards.drain(|m, b| state.add_facts(m, b));
-            state.add_drained(&drained);
-            self.head.store(state.head(), Ordering::Relaxed);
-            let snapshot = Arc::new(state.snapshot(now));
+            self.absorb(&mut state, now);
+            let mut snapshot = state.snapshot(now);
+            snapshot.store = self.persister.as_ref().map(Persister::health);
+            let snapshot = Arc::new(snapshot);
             // Published under the lock, so snapshots are published in order.
             self.latest.store(Arc::clone(&snapshot));
             snapshot
@@ -195,6 +223,85 @@ impl Inner {
             hook(&snapshot);
         }
         snapshot
+    }
+
+    /// Moves the windows to `now` and takes in what the shards gathered.
+    fn absorb(&self, state: &mut State, now: SystemTime) {
+        state.observe_clock(now);
+        state.advance(minute_of(now).unwrap_or(0));
+        let drained = self.shards.drain(|m, b| state.add_facts(m, b));
+        state.add_drained(&drained);
+        self.head.store(state.head(), Ordering::Relaxed);
+    }
+
+    /// For a write: everything recorded so far, and the minutes at or before which the store
+    /// can prune facts and retention runs.
+    pub(crate) fn take_unflushed(&self, now: SystemTime) -> (Delta, (u64, u64)) {
+        let mut state = self.state();
+        self.absorb(&mut state, now);
+        let head = state.head();
+        let prune = (
+            head.saturating_sub(DAY_MINUTES),
+            head.saturating_sub(WEEK_MINUTES),
+        );
+        (state.take_unflushed(), prune)
+    }
+
+    pub(crate) fn restore_unflushed(&self, taken: Delta) {
+        self.state().restore_unflushed(taken);
+    }
+
+    pub(crate) fn apply_changes(&self, changes: Changes) {
+        let mut state = self.state();
+        state.apply_changes(changes);
+        self.head.store(state.head(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn has_store(&self) -> bool {
+        self.persister.is_some()
+    }
+
+    /// Validates a batch and turns it into one delta: every event, or an error naming the
+    /// first invalid one.
+    fn durable_delta(&self, events: &[(Event, Option<SystemTime>)]) -> Result<Delta, DurableError> {
+        let invalid = |index, error| DurableError::Invalid { index, error };
+        let times = events
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| self.resolve(*t).map_err(|e| invalid(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = self.state();
+        state
+            .check_locks(events.iter().enumerate().filter_map(|(i, (e, _))| match e {
+                Event::LockAcquired(l) => Some((i, l, true)),
+                Event::LockReleased(l) => Some((i, l, false)),
+                _ => None,
+            }))
+            .map_err(|(i, c)| match &events[i].0 {
+                Event::LockAcquired(l) | Event::LockReleased(l) => invalid(i, conflict(c, l)),
+                _ => invalid(i, RecordError::BeforeEpoch),
+            })?;
+        let mut delta = Delta::default();
+        for ((event, _), (at, minute)) in events.iter().zip(times) {
+            match event {
+                Event::Transcription => delta.totals.transcriptions += 1,
+                Event::Digest => delta.totals.digests += 1,
+                Event::Fact(fact) => {
+                    delta.add_facts(minute, &FactBucket::of(fact));
+                    delta.histograms.observe(fact);
+                }
+                Event::Retention(run) => {
+                    let label = state.table_label(&run.table);
+                    delta.add_retention(minute, label, &RetentionBucket::of(run));
+                }
+                Event::CoveConfig(config) => delta.set_cove(*config, at),
+                Event::LockAcquired(l) => {
+                    delta.lock(&l.name, &l.holder, Some(HeldLock::new(l, at)));
+                }
+                Event::LockReleased(l) => delta.lock(&l.name, &l.holder, None),
+            }
+        }
+        Ok(delta)
     }
 
     pub(crate) fn latest(&self) -> Arc<Snapshot> {
@@ -307,6 +414,23 @@ fn spawn_upkeep(inner: Weak<Inner>, interval: Duration) {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     pub(crate) inner: Arc<Inner>,
+    _lifeline: Arc<Lifeline>,
+}
+
+/// Shared by a recorder's handles; when the last one goes, the store gets a final write.
+#[derive(Debug)]
+struct Lifeline {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if let Some(persister) = &self.inner.persister
+            && let Err(e) = persister.stop()
+        {
+            tracing::error!(error = %e, "the final write to the metrics store failed");
+        }
+    }
 }
 
 impl Default for Recorder {
@@ -409,6 +533,42 @@ impl Recorder {
     /// Runs one round of upkeep now (what the upkeep thread does every interval).
     pub fn run_upkeep(&self) {
         self.snapshot();
+    }
+
+    /// Records every event of `batch` or none, and returns only once they are committed to the
+    /// store: an acknowledged batch survives a crash of the process. Batches submitted
+    /// concurrently share one commit. The events become visible in snapshots once committed.
+    ///
+    /// Each event carries its own time, or `None` for now. A batch with an invalid event
+    /// ([`DurableError::Invalid`]), or one that cannot be committed ([`DurableError::Store`]),
+    /// records nothing, so it can safely be sent again.
+    pub fn record_durable(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+    ) -> Result<(), DurableError> {
+        let persister = self.inner.persister.as_ref().ok_or(DurableError::NoStore)?;
+        let delta = self.inner.durable_delta(batch)?;
+        persister.commit(delta)
+    }
+
+    /// Writes everything recorded so far to the store and waits for the commit.
+    pub fn flush(&self) -> Result<(), DurableError> {
+        let persister = self.inner.persister.as_ref().ok_or(DurableError::NoStore)?;
+        persister.commit(Delta::default())
+    }
+
+    /// Writes everything recorded so far and stops writing to the store (dropping the last
+    /// handle of the recorder does the same). Events recorded afterwards stay in memory.
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        match &self.inner.persister {
+            Some(persister) => persister.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// The store's health, if the recorder has one.
+    pub fn store_health(&self) -> Option<StoreHealth> {
+        self.inner.persister.as_ref().map(Persister::health)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::event::{CoveConfig, FRACTION_SCALE, Name};
 use crate::histogram::HistogramCounts;
+use crate::persist::StoreHealth;
 use crate::window::{FactBucket, RetentionBucket};
 use std::time::SystemTime;
 
@@ -97,6 +98,10 @@ pub struct Snapshot {
     pub locks: LockCounts,
     /// The latest CoVe configuration reported, if any.
     pub cove: Option<CoveConfig>,
+    /// The store's health, if the recorder has a store.
+    pub store: Option<StoreHealth>,
+    /// How often the clock went back by more than a second.
+    pub clock_jumps_back: u64,
     /// Increases with every snapshot of the same recorder.
     pub(crate) seq: u64,
 }
@@ -112,6 +117,8 @@ impl Snapshot {
             histograms: HistogramCounts::default(),
             locks: LockCounts::default(),
             cove: None,
+            store: None,
+            clock_jumps_back: 0,
             seq: 0,
         }
     }

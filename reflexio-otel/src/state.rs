@@ -1,15 +1,26 @@
 //! The recorder's shared state — windows, totals, histograms, retention tables, locks and CoVe
-//! configuration — behind one mutex that upkeep, snapshots and rare events take, never across
-//! I/O.
+//! configuration — behind one mutex that upkeep, snapshots, flushes and rare events take,
+//! never across I/O.
+//!
+//! With a store, every change is also added to the `unflushed` delta. What the state exports
+//! is then always "what the store holds, plus what is not written yet": after a write, the
+//! rows the store returns replace the state's values, with the changes recorded meanwhile
+//! added back.
 
+use crate::delta::{Delta, add_totals, newer_cove};
 use crate::event::{CoveConfig, Fact, LockEvent, Name, RetentionRun};
 use crate::histogram::HistogramCounts;
 use crate::locks::{LockConflict, LockRegistry};
 use crate::shard::Drained;
 use crate::snapshot::{LockCounts, Snapshot, TableLabel, Totals};
+use crate::store::Changes;
 use crate::window::{Bucket, DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES, Window};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
+
+/// How far the clock must go back to count as a jump (readers of a coarse clock on several
+/// threads see it go back by a few milliseconds).
+const CLOCK_JUMP: Duration = Duration::from_secs(1);
 
 /// Bounds on what the state holds.
 #[derive(Debug, Clone, Copy)]
@@ -19,8 +30,8 @@ pub(crate) struct Limits {
     pub(crate) stale_lock_after: Duration,
 }
 
-/// Cumulative retention counts per table, at most `limit` tables, the rest in one overflow
-/// series.
+/// Cumulative retention counts per table: at most `limit` tables by name, in the order they
+/// were first seen, and the rest together in one overflow series.
 #[derive(Debug)]
 struct Tables {
     index: HashMap<Name, usize>,
@@ -39,18 +50,31 @@ impl Tables {
         }
     }
 
-    fn add(&mut self, table: &Name, delta: &RetentionBucket) {
-        let bucket = match self.index.get(table) {
+    /// Adds to `label`'s series (an unknown table past the limit goes to the overflow one) and
+    /// returns the series it went to.
+    fn add(&mut self, label: &TableLabel, delta: &RetentionBucket) -> TableLabel {
+        let name = match label {
+            TableLabel::Table(name) => name,
+            TableLabel::Overflow => {
+                self.overflow.get_or_insert_default().add(delta);
+                return TableLabel::Overflow;
+            }
+        };
+        let bucket = match self.index.get(name) {
             Some(&i) => &mut self.named[i].1,
             None if self.named.len() < self.limit => {
                 let i = self.named.len();
-                self.index.insert(table.clone(), i);
-                self.named.push((table.clone(), RetentionBucket::default()));
+                self.index.insert(name.clone(), i);
+                self.named.push((name.clone(), RetentionBucket::default()));
                 &mut self.named[i].1
             }
-            None => self.overflow.get_or_insert_with(RetentionBucket::default),
+            None => {
+                self.overflow.get_or_insert_default().add(delta);
+                return TableLabel::Overflow;
+            }
         };
         bucket.add(delta);
+        label.clone()
     }
 
     fn snapshot(&self) -> Vec<(TableLabel, RetentionBucket)> {
@@ -75,12 +99,17 @@ pub(crate) struct State {
     tables: Tables,
     locks: LockRegistry,
     cove: Option<(CoveConfig, SystemTime)>,
+    /// Changes not yet in the store; `None` without a store.
+    unflushed: Option<Delta>,
+    /// The latest time seen, and how often the clock went back from it.
+    last_now: Option<SystemTime>,
+    clock_jumps_back: u64,
     seq: u64,
     limits: Limits,
 }
 
 impl State {
-    pub(crate) fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits, persistent: bool) -> Self {
         Self {
             facts: Window::new(DAY_MINUTES),
             retention: Window::new(WEEK_MINUTES),
@@ -89,6 +118,9 @@ impl State {
             tables: Tables::new(limits.max_tables),
             locks: LockRegistry::new(limits.max_locks),
             cove: None,
+            unflushed: persistent.then(Delta::default),
+            last_now: None,
+            clock_jumps_back: 0,
             seq: 0,
             limits,
         }
@@ -97,6 +129,35 @@ impl State {
     /// The newest minute seen: the windows end here.
     pub(crate) fn head(&self) -> u64 {
         self.facts.head().max(self.retention.head())
+    }
+
+    /// Notes the time of an upkeep round or snapshot, counting (and logging) the clock going
+    /// back by more than a second. Windows do not follow it back.
+    pub(crate) fn observe_clock(&mut self, now: SystemTime) {
+        match self.last_now {
+            Some(last) if now < last => {
+                let back = last.duration_since(now).unwrap_or_default();
+                if back > CLOCK_JUMP {
+                    self.clock_jumps_back += 1;
+                    tracing::warn!(
+                        back = %humantime::format_duration(back),
+                        "the clock went back; windows stay at the latest minute seen until it catches up"
+                    );
+                    self.last_now = Some(now);
+                }
+            }
+            _ => self.last_now = Some(now),
+        }
+    }
+
+    /// The series a retention run over `table` counts in: its own, or the overflow series if
+    /// the table is new and the limit is reached.
+    pub(crate) fn table_label(&self, table: &Name) -> TableLabel {
+        if self.tables.index.contains_key(table) || self.tables.named.len() < self.tables.limit {
+            TableLabel::Table(table.clone())
+        } else {
+            TableLabel::Overflow
+        }
     }
 
     /// Moves the windows forwards to `minute` (never backwards).
@@ -114,37 +175,52 @@ impl State {
         t.facts = t.facts.wrapping_add(bucket.facts);
         t.hallucinated = t.hallucinated.wrapping_add(bucket.hallucinated);
         t.atomicity_violations = t.atomicity_violations.wrapping_add(bucket.non_atomic);
+        if let Some(u) = &mut self.unflushed {
+            u.add_facts(minute, bucket);
+        }
     }
 
     /// Adds one fact that did not go through the shards.
     pub(crate) fn add_fact(&mut self, minute: u64, fact: &Fact) {
         self.add_facts(minute, &FactBucket::of(fact));
         self.histograms.observe(fact);
+        if let Some(u) = &mut self.unflushed {
+            u.histograms.observe(fact);
+        }
     }
 
     /// Adds what a drain of the shards took out, besides the fact buckets.
     pub(crate) fn add_drained(&mut self, drained: &Drained) {
-        let t = &mut self.totals;
-        t.transcriptions = t.transcriptions.wrapping_add(drained.transcriptions);
-        t.digests = t.digests.wrapping_add(drained.digests);
+        let totals = Totals {
+            transcriptions: drained.transcriptions,
+            digests: drained.digests,
+            ..Totals::default()
+        };
+        add_totals(&mut self.totals, &totals);
         self.histograms.add(&drained.histograms);
+        if let Some(u) = &mut self.unflushed {
+            add_totals(&mut u.totals, &totals);
+            u.histograms.add(&drained.histograms);
+        }
     }
 
     pub(crate) fn add_retention(&mut self, minute: u64, run: &RetentionRun) {
-        let delta = RetentionBucket {
-            operations: 1,
-            deleted_records: run.counted_deletions(),
-            errors: u64::from(run.error.is_some()),
-        };
+        let delta = RetentionBucket::of(run);
         self.advance(minute);
         self.retention.add(minute, &delta);
-        self.tables.add(&run.table, &delta);
+        let label = self
+            .tables
+            .add(&TableLabel::Table(run.table.clone()), &delta);
+        if let Some(u) = &mut self.unflushed {
+            u.add_retention(minute, label, &delta);
+        }
     }
 
     /// Keeps the configuration with the latest event time.
     pub(crate) fn set_cove(&mut self, config: CoveConfig, at: SystemTime) {
-        if self.cove.is_none_or(|(_, t)| at >= t) {
-            self.cove = Some((config, at));
+        self.cove = newer_cove(self.cove, Some((config, at)));
+        if let Some(u) = &mut self.unflushed {
+            u.set_cove(config, at);
         }
     }
 
@@ -153,11 +229,89 @@ impl State {
         event: &LockEvent,
         at: SystemTime,
     ) -> Result<(), LockConflict> {
-        self.locks.acquire(event, at)
+        let held = self.locks.acquire(event, at)?;
+        if let Some(u) = &mut self.unflushed {
+            u.lock(&event.name, &event.holder, Some(held));
+        }
+        Ok(())
     }
 
     pub(crate) fn release_lock(&mut self, event: &LockEvent) -> Result<(), LockConflict> {
-        self.locks.release(event).map(drop)
+        self.locks.release(event)?;
+        if let Some(u) = &mut self.unflushed {
+            u.lock(&event.name, &event.holder, None);
+        }
+        Ok(())
+    }
+
+    /// Checks lock events as they would apply in order, changing nothing.
+    pub(crate) fn check_locks<'a>(
+        &self,
+        events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
+    ) -> Result<(), (usize, LockConflict)> {
+        self.locks.check_sequence(events)
+    }
+
+    /// Takes the changes not yet written, forgetting window minutes no window needs.
+    pub(crate) fn take_unflushed(&mut self) -> Delta {
+        let head = self.head();
+        match &mut self.unflushed {
+            Some(u) => {
+                u.forget_expired(head);
+                std::mem::take(u)
+            }
+            None => Delta::default(),
+        }
+    }
+
+    /// Puts back changes whose write failed, in front of those recorded since.
+    pub(crate) fn restore_unflushed(&mut self, mut taken: Delta) {
+        let head = self.head();
+        if let Some(u) = &mut self.unflushed {
+            taken.merge(std::mem::take(u));
+            taken.forget_expired(head);
+            *u = taken;
+        }
+    }
+
+    /// Takes the store's values for what changed there, plus what is not written yet.
+    pub(crate) fn apply_changes(&mut self, c: Changes) {
+        let pending = self.unflushed.take().unwrap_or_default();
+        let u = &pending;
+        for (minute, stored) in c.facts {
+            let mut v = stored;
+            if let Some(p) = u.facts.get(&minute) {
+                v.add(p);
+            }
+            self.facts.set(minute, &v);
+        }
+        for (minute, stored) in c.retention {
+            let mut v = stored;
+            if let Some(p) = u.retention.get(&minute) {
+                v.add(p);
+            }
+            self.retention.set(minute, &v);
+        }
+        self.totals = c.totals;
+        add_totals(&mut self.totals, &u.totals);
+        self.histograms = c.histograms;
+        self.histograms.add(&u.histograms);
+
+        let mut tables = Tables::new(self.limits.max_tables);
+        for (label, b) in &c.tables {
+            tables.add(label, b);
+        }
+        for (label, b) in &u.tables {
+            tables.add(label, b);
+        }
+        self.tables = tables;
+
+        self.cove = newer_cove(c.cove, u.cove);
+        self.locks.replace(c.locks);
+        for ((name, holder), change) in &u.locks {
+            self.locks.apply(name, holder, change.clone());
+        }
+        self.unflushed = Some(pending);
     }
 
     pub(crate) fn snapshot(&mut self, now: SystemTime) -> Snapshot {
@@ -172,6 +326,8 @@ impl State {
             histograms: self.histograms,
             locks: LockCounts { active, stale },
             cove: self.cove.map(|(c, _)| c),
+            store: None,
+            clock_jumps_back: self.clock_jumps_back,
             seq: self.seq,
         }
     }

@@ -90,6 +90,17 @@ pub struct RetentionBucket {
     pub errors: u64,
 }
 
+impl RetentionBucket {
+    /// The bucket holding exactly one run.
+    pub(crate) fn of(run: &crate::event::RetentionRun) -> Self {
+        Self {
+            operations: 1,
+            deleted_records: run.counted_deletions(),
+            errors: u64::from(run.error.is_some()),
+        }
+    }
+}
+
 impl Bucket for RetentionBucket {
     fn add(&mut self, o: &Self) {
         self.operations = self.operations.wrapping_add(o.operations);
@@ -181,6 +192,25 @@ impl<B: Bucket> Window<B> {
         true
     }
 
+    /// Sets the bucket of `minute` to `value`, first advancing the head if `minute` is newer.
+    /// Returns `false`, changing nothing, if `minute` is older than the window.
+    pub(crate) fn set(&mut self, minute: u64, value: &B) -> bool {
+        self.advance(minute);
+        if !self.covers(minute) {
+            return false;
+        }
+        let slot = self.slot(minute);
+        let (tag, bucket) = &mut self.ring[slot];
+        if *tag != minute {
+            *tag = minute;
+            *bucket = B::default();
+        }
+        self.sum.sub(bucket);
+        *bucket = *value;
+        self.sum.add(value);
+        true
+    }
+
     /// The sum over the window.
     pub(crate) fn sum(&self) -> B {
         self.sum
@@ -219,6 +249,20 @@ mod tests {
         assert_eq!(w.sum(), RetentionBucket::default());
         assert!(w.add(998, &ops(1)));
         assert_eq!(w.sum().operations, 1);
+    }
+
+    #[test]
+    fn set_replaces_a_bucket_and_keeps_the_sum() {
+        let mut w = Window::<RetentionBucket>::new(3);
+        w.add(10, &ops(2));
+        w.add(11, &ops(3));
+        assert!(w.set(10, &ops(7)));
+        assert_eq!(w.sum().operations, 10);
+        assert!(w.set(12, &ops(1)), "a newer minute moves the head");
+        assert_eq!(w.sum().operations, 11);
+        assert!(!w.set(9, &ops(100)), "too old");
+        assert!(w.set(13, &ops(0)));
+        assert_eq!(w.sum().operations, 4, "minute 10 expired");
     }
 
     #[test]

@@ -1,0 +1,590 @@
+//! The store within one process: restarts, handles sharing a file, the durable path, faults,
+//! and bounded size.
+
+use opentelemetry::metrics::MeterProvider;
+use reflexio_otel::{
+    Clock, CoveConfig, DurableError, Event, Fact, LockEvent, ManualClock, PrometheusPipeline,
+    RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind, StoreOptions,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const START: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn clock() -> ManualClock {
+    ManualClock::new(UNIX_EPOCH + Duration::from_secs(START))
+}
+
+/// A recorder on `path` that writes only when asked (flush, durable batch, shutdown).
+fn open(path: &Path, clock: &ManualClock) -> Recorder {
+    open_with(StoreOptions::new(path), clock)
+}
+
+fn open_with(options: StoreOptions, clock: &ManualClock) -> Recorder {
+    Recorder::builder()
+        .clock(clock.clone())
+        .without_upkeep_thread()
+        .store(options.flush_interval(Duration::from_secs(3600)))
+        .build()
+}
+
+fn fact(h: bool) -> Fact {
+    Fact::new(0.97)
+        .expect("valid")
+        .hallucinated(h)
+        .with_cove(0.85, 2)
+        .expect("valid")
+}
+
+/// Everything a snapshot exports, without its time, sequence and store health.
+fn values(s: &Snapshot) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        s.totals, s.facts_24h, s.retention_7d, s.retention_by_table, s.histograms, s.locks, s.cove
+    )
+}
+
+fn record_mix(r: &Recorder, clock: &ManualClock) {
+    let now = clock.now();
+    r.record(CoveConfig::new(true, 0.7).expect("valid"))
+        .expect("recorded");
+    for i in 0..20 {
+        r.record_fact(&fact(i % 5 == 0));
+    }
+    for (i, back) in [HOUR, 30 * HOUR, 200 * HOUR].into_iter().enumerate() {
+        r.record_at(fact(i == 0).atomic(false), now - back)
+            .expect("recorded");
+    }
+    r.record_transcription();
+    r.record_digest();
+    for (table, deleted, back) in [
+        ("facts", 10, HOUR),
+        ("digests", 2, 100 * HOUR),
+        ("audio", 7, 300 * HOUR),
+    ] {
+        r.record_at(
+            RetentionRun::new(table, deleted).expect("valid"),
+            now - back,
+        )
+        .expect("recorded");
+    }
+    r.record(
+        RetentionRun::new("facts", 0)
+            .expect("valid")
+            .failed("disk I/O error"),
+    )
+    .expect("recorded");
+    r.record_at(
+        Event::LockAcquired(LockEvent::new("retention", "worker-7").expect("valid")),
+        now - 2 * HOUR,
+    )
+    .expect("recorded");
+    r.record(Event::LockAcquired(
+        LockEvent::new("daily_digest", "worker-1").expect("valid"),
+    ))
+    .expect("recorded");
+}
+
+#[test]
+fn a_restart_continues_exactly_where_a_graceful_shutdown_left_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    record_mix(&a, &clock);
+    a.shutdown().expect("final write");
+    let before = a.snapshot();
+    drop(a);
+
+    let b = open(&path, &clock);
+    let after = b.snapshot();
+    assert_eq!(values(&after), values(&before));
+    assert_eq!(after.totals.facts, 23);
+    assert_eq!(
+        after.facts_24h.facts, 21,
+        "the 30h and 200h old facts are outside"
+    );
+    assert_eq!(
+        after.retention_7d.operations, 3,
+        "the 300h old run is outside"
+    );
+    assert_eq!(after.locks.stale, 1);
+    assert!(b.store_health().is_some_and(|h| h.is_healthy()));
+
+    // Counters continue from the stored totals, and windows keep sliding.
+    b.record_fact(&fact(false));
+    clock.advance(2 * HOUR);
+    let later = b.snapshot();
+    assert_eq!(later.totals.facts, 24);
+    assert_eq!(
+        later.facts_24h.facts, 22,
+        "the 1h old fact is now 3h old, still inside"
+    );
+    assert_eq!(later.locks.stale, 2);
+}
+
+#[test]
+fn the_exposition_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let scrape = |r: &Recorder| {
+        let pipeline = PrometheusPipeline::new().expect("pipeline");
+        r.register(&pipeline.provider.meter("reflexio"));
+        let text = pipeline.encode().expect("encode");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("reflexio_store_"))
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').expect("sample");
+                (k.to_owned(), v.parse::<f64>().expect("number"))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let a = open(&path, &clock);
+    record_mix(&a, &clock);
+    let before = scrape(&a);
+    a.shutdown().expect("final write");
+    drop(a);
+    let after = scrape(&open(&path, &clock));
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &before {
+        let w = after[k];
+        assert!(
+            (v - w).abs() <= 1e-9 * v.abs().max(1.0),
+            "{k}: {v} before, {w} after"
+        );
+    }
+    assert_eq!(after["reflexio_facts_total"], 23.0);
+    assert_eq!(after["reflexio_cove_confidence_count"], 23.0);
+}
+
+#[test]
+fn handles_sharing_a_file_see_the_union() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let b = open(&path, &clock);
+    for _ in 0..3 {
+        a.record_fact(&fact(true));
+    }
+    for _ in 0..5 {
+        b.record_fact(&fact(false));
+    }
+    b.record(RetentionRun::new("facts", 4).expect("valid"))
+        .expect("recorded");
+    a.flush().expect("flush a");
+    b.flush().expect("flush b");
+    a.flush().expect("flush a again, reading b");
+    for r in [&a, &b] {
+        let s = r.snapshot();
+        assert_eq!(s.totals.facts, 8);
+        assert_eq!(s.facts_24h.facts, 8);
+        assert_eq!(s.facts_24h.hallucinated, 3);
+        assert_eq!(s.histograms.confidence.count(), 8);
+        assert_eq!(s.retention_7d.deleted_records, 4);
+    }
+    // Neither counts the other's events twice when flushing again.
+    a.flush().expect("flush");
+    b.flush().expect("flush");
+    assert_eq!(a.snapshot().totals.facts, 8);
+    assert_eq!(open(&path, &clock).snapshot().totals.facts, 8);
+}
+
+#[test]
+fn durable_batches_are_committed_before_they_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let batch = [
+        (Event::Fact(fact(true)), None),
+        (Event::Fact(fact(false)), Some(clock.now() - HOUR)),
+        (Event::Transcription, None),
+        (
+            Event::LockAcquired(LockEvent::new("import", "w1").expect("valid")),
+            None,
+        ),
+    ];
+    a.record_durable(&batch).expect("committed");
+    a.record_fact(&fact(false)); // not durable, and not flushed
+
+    // Another handle (another process, say) sees the batch without `a` flushing again.
+    let b = open(&path, &clock);
+    let s = b.snapshot();
+    assert_eq!(s.totals.facts, 2);
+    assert_eq!(s.totals.transcriptions, 1);
+    assert_eq!(s.facts_24h.hallucinated, 1);
+    assert_eq!(s.locks.active, 1);
+    assert_eq!(
+        a.snapshot().totals.facts,
+        3,
+        "a counts its own unflushed fact too"
+    );
+}
+
+#[test]
+fn a_batch_with_an_invalid_event_records_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let future = clock.now() + HOUR;
+    let batch = [
+        (Event::Fact(fact(true)), None),
+        (Event::Transcription, None),
+        (Event::Fact(fact(false)), Some(future)),
+        (Event::Digest, None),
+    ];
+    match a.record_durable(&batch) {
+        Err(DurableError::Invalid {
+            index: 2,
+            error: RecordError::FutureTime { .. },
+        }) => {}
+        other => panic!("expected the third event to be refused, got {other:?}"),
+    }
+    let release = [(
+        Event::LockReleased(LockEvent::new("import", "w1").expect("valid")),
+        None,
+    )];
+    assert!(matches!(
+        a.record_durable(&release),
+        Err(DurableError::Invalid {
+            index: 0,
+            error: RecordError::LockNotHeld { .. }
+        })
+    ));
+    let acquire_twice = [
+        (
+            Event::LockAcquired(LockEvent::new("import", "w1").expect("valid")),
+            None,
+        ),
+        (
+            Event::LockAcquired(LockEvent::new("import", "w1").expect("valid")),
+            None,
+        ),
+    ];
+    assert!(matches!(
+        a.record_durable(&acquire_twice),
+        Err(DurableError::Invalid { index: 1, .. })
+    ));
+    let empty = values(
+        &Recorder::builder()
+            .without_upkeep_thread()
+            .build()
+            .snapshot(),
+    );
+    assert_eq!(values(&a.snapshot()), empty);
+    a.flush().expect("flush");
+    assert_eq!(values(&open(&path, &clock).snapshot()), empty);
+}
+
+#[test]
+fn concurrent_durable_batches_all_land_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let (threads, batches, size) = (8, 25, 100);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let a = a.clone();
+            s.spawn(move || {
+                for _ in 0..batches {
+                    let batch: Vec<_> = (0..size)
+                        .map(|i| (Event::Fact(fact((i + t) % 10 == 0)), None))
+                        .collect();
+                    a.record_durable(&batch).expect("committed");
+                }
+            });
+        }
+    });
+    let total = (threads * batches * size) as u64;
+    assert_eq!(a.snapshot().totals.facts, total);
+    assert_eq!(a.snapshot().facts_24h.hallucinated, total / 10);
+    let health = a.store_health().expect("store");
+    assert!(health.flushes <= (threads * batches) as u64 + 1);
+    assert_eq!(open(&path, &clock).snapshot().totals.facts, total);
+}
+
+#[test]
+fn the_durable_path_needs_an_open_store() {
+    let memory = Recorder::builder().without_upkeep_thread().build();
+    let batch = [(Event::Transcription, None)];
+    assert_eq!(memory.record_durable(&batch), Err(DurableError::NoStore));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(&dir.path().join("metrics.db"), &clock());
+    a.shutdown().expect("shutdown");
+    assert_eq!(a.record_durable(&batch), Err(DurableError::Closed));
+    a.record_transcription();
+    assert_eq!(
+        a.snapshot().totals.transcriptions,
+        1,
+        "recording goes on in memory"
+    );
+}
+
+/// Samples of the exposition whose name starts with `prefix`.
+fn scraped(pipeline: &PrometheusPipeline, prefix: &str) -> BTreeMap<String, f64> {
+    pipeline
+        .encode()
+        .expect("encode")
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("sample");
+            (k.to_owned(), v.parse().expect("number"))
+        })
+        .collect()
+}
+
+fn registered(r: &Recorder) -> PrometheusPipeline {
+    let pipeline = PrometheusPipeline::new().expect("pipeline");
+    r.register(&pipeline.provider.meter("reflexio"));
+    pipeline
+}
+
+fn error_kind(r: &Recorder) -> Option<StoreErrorKind> {
+    r.store_health()
+        .and_then(|h| h.last_error.map(|e| e.kind()))
+}
+
+#[test]
+fn a_corrupt_file_is_reported_left_alone_and_replaced_by_a_fresh_store_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(&path, &garbage).expect("write garbage");
+    let clock = clock();
+    let a = open(&path, &clock);
+    assert_eq!(error_kind(&a), Some(StoreErrorKind::Corrupt));
+    let pipeline = registered(&a);
+
+    for _ in 0..4 {
+        a.record_fact(&fact(false));
+    }
+    assert_eq!(a.snapshot().totals.facts, 4, "recording goes on in memory");
+    match a.flush() {
+        Err(DurableError::Store(e)) => assert_eq!(e.kind(), StoreErrorKind::Corrupt),
+        other => panic!("expected a corrupt store, got {other:?}"),
+    }
+    let health = scraped(&pipeline, "reflexio_store_");
+    assert_eq!(health["reflexio_store_healthy"], 0.0);
+    assert!(health["reflexio_store_flush_errors_total{kind=\"corrupt\"}"] >= 2.0);
+    assert_eq!(
+        health["reflexio_store_flush_errors_total{kind=\"busy\"}"],
+        0.0
+    );
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        garbage,
+        "never overwritten"
+    );
+
+    // The operator moves the damaged file aside: the next flush creates a fresh store and
+    // writes everything recorded meanwhile.
+    std::fs::rename(&path, dir.path().join("metrics.db.damaged")).expect("rename");
+    a.flush().expect("a fresh store");
+    assert_eq!(error_kind(&a), None);
+    assert_eq!(
+        scraped(&pipeline, "reflexio_store_healthy")["reflexio_store_healthy"],
+        1.0
+    );
+    assert_eq!(open(&path, &clock).snapshot().totals.facts, 4);
+}
+
+#[test]
+fn another_applications_database_is_never_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("reflexio.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE facts (id TEXT PRIMARY KEY, created_at TEXT)")
+            .expect("create");
+    }
+    let a = open(&path, &clock());
+    assert_eq!(error_kind(&a), Some(StoreErrorKind::Incompatible));
+    a.record_fact(&fact(false));
+    assert!(a.flush().is_err());
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(tables, vec!["facts", "sqlite_autoindex_facts_1"]);
+}
+
+#[test]
+fn a_locked_database_delays_writes_without_losing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open_with(
+        StoreOptions::new(&path).busy_timeout(Duration::from_millis(100)),
+        &clock,
+    );
+    let pipeline = registered(&a);
+    let blocker = rusqlite::Connection::open(&path).expect("open");
+    blocker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+
+    for _ in 0..5 {
+        a.record_fact(&fact(true));
+    }
+    match a.flush() {
+        Err(DurableError::Store(e)) => assert_eq!(e.kind(), StoreErrorKind::Busy),
+        other => panic!("expected a busy store, got {other:?}"),
+    }
+    let refused = [(Event::Digest, None)];
+    assert!(matches!(
+        a.record_durable(&refused),
+        Err(DurableError::Store(_))
+    ));
+    assert_eq!(
+        scraped(
+            &pipeline,
+            "reflexio_store_flush_errors_total{kind=\"busy\"}"
+        )
+        .values()
+        .sum::<f64>(),
+        2.0
+    );
+    assert_eq!(a.snapshot().totals.facts, 5);
+
+    blocker.execute_batch("COMMIT").expect("unlock");
+    a.flush().expect("written once the lock is gone");
+    let s = open(&path, &clock).snapshot();
+    assert_eq!(s.totals.facts, 5, "nothing lost");
+    assert_eq!(
+        s.totals.digests, 0,
+        "the refused durable batch was not recorded"
+    );
+}
+
+/// Makes a file immutable (even for root) while alive.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn new(path: &Path) -> Self {
+        let status = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr runs (e2fsprogs)");
+        assert!(
+            status.success(),
+            "chattr +i failed: the test needs CAP_LINUX_IMMUTABLE"
+        );
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_file_is_read_and_written_once_writable_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    record_mix(&a, &clock);
+    a.shutdown().expect("final write");
+    let stored = values(&a.snapshot());
+    drop(a);
+
+    let read_only = Immutable::new(&path);
+    let b = open(&path, &clock);
+    assert_eq!(
+        values(&b.snapshot()),
+        stored,
+        "the stored values are loaded"
+    );
+    b.record_fact(&fact(false));
+    match b.flush() {
+        Err(DurableError::Store(e)) => assert_eq!(e.kind(), StoreErrorKind::ReadOnly, "{e}"),
+        other => panic!("expected a read-only store, got {other:?}"),
+    }
+    assert_eq!(b.snapshot().totals.facts, 24);
+
+    drop(read_only);
+    b.flush().expect("writable again");
+    assert_eq!(open(&path, &clock).snapshot().totals.facts, 24);
+}
+
+#[test]
+fn clock_jumps_back_are_counted_and_do_not_move_windows() {
+    let clock = clock();
+    let r = Recorder::builder()
+        .clock(clock.clone())
+        .without_upkeep_thread()
+        .build();
+    let pipeline = registered(&r);
+    r.record_fact(&fact(false));
+    r.snapshot();
+    clock.set(clock.now() - 2 * HOUR);
+    r.record_fact(&fact(false));
+    let s = r.snapshot();
+    assert_eq!(s.clock_jumps_back, 1);
+    assert_eq!(s.facts_24h.facts, 2);
+    clock.set(clock.now() - Duration::from_millis(300));
+    assert_eq!(
+        r.snapshot().clock_jumps_back,
+        1,
+        "jitter below a second is not a jump"
+    );
+    assert_eq!(
+        scraped(&pipeline, "reflexio_clock_backward_jumps_total")["reflexio_clock_backward_jumps_total"],
+        1.0
+    );
+}
+
+#[test]
+fn the_file_holds_one_window_of_buckets_however_long_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let r = open(&path, &clock);
+    // Nine days, a fact and a retention run every ten minutes, written every hour.
+    for step in 0..(9 * 24 * 6) {
+        r.record_fact(&fact(step % 7 == 0));
+        r.record_retention(&RetentionRun::new("facts", 3).expect("valid"));
+        clock.advance(Duration::from_secs(600));
+        if step % 6 == 5 {
+            r.flush().expect("flush");
+        }
+    }
+    r.flush().expect("flush");
+    let s = r.snapshot();
+    assert_eq!(s.totals.facts, 9 * 24 * 6);
+    assert_eq!(s.facts_24h.facts, 24 * 6 - 1);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    };
+    assert!(
+        count("fact_minutes") <= 24 * 6,
+        "{} fact minutes",
+        count("fact_minutes")
+    );
+    assert!(
+        count("retention_minutes") <= 7 * 24 * 6,
+        "{} retention minutes",
+        count("retention_minutes")
+    );
+    let reopened = open(&path, &clock).snapshot();
+    assert_eq!(values(&reopened), values(&s));
+    let _: SystemTime = clock.now();
+}

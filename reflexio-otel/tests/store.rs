@@ -588,3 +588,73 @@ fn the_file_holds_one_window_of_buckets_however_long_it_runs() {
     assert_eq!(values(&reopened), values(&s));
     let _: SystemTime = clock.now();
 }
+
+/// A tmpfs of `size` mounted on a fresh directory while alive.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn new(dir: &Path, size: &str) -> Self {
+        let mount = dir.join("small");
+        std::fs::create_dir(&mount).expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed: the test needs CAP_SYS_ADMIN"
+        );
+        Self(mount)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_delays_writes_without_losing_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = SmallDisk::new(dir.path(), "1m");
+    let path = disk.0.join("metrics.db");
+    let clock = clock();
+    let r = open(&path, &clock);
+    r.flush().expect("the empty store fits");
+
+    // Fill the disk to the last byte.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 1]);
+    }
+    let now = clock.now();
+    for minute in 0..600u64 {
+        r.record_at(
+            fact(minute % 4 == 0),
+            now - Duration::from_secs(60 * minute),
+        )
+        .expect("recorded");
+    }
+    match r.flush() {
+        Err(DurableError::Store(e)) => assert_eq!(e.kind(), StoreErrorKind::Full, "{e}"),
+        other => panic!("expected a full disk, got {other:?}"),
+    }
+    assert_eq!(error_kind(&r), Some(StoreErrorKind::Full));
+    assert_eq!(
+        r.snapshot().facts_24h.facts,
+        600,
+        "recording goes on in memory"
+    );
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    r.flush().expect("written once there is room");
+    let s = open(&path, &clock).snapshot();
+    assert_eq!(s.totals.facts, 600, "nothing lost");
+    assert_eq!(s.facts_24h.hallucinated, 150);
+}

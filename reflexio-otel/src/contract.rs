@@ -336,6 +336,47 @@ spec!(
     "Failed flushes (or failed attempts to open the store), by kind of error."
 );
 
+spec!(
+    INGEST_REQUESTS,
+    "reflexio_ingest_requests",
+    "reflexio_ingest_requests_total",
+    Counter,
+    "{request}",
+    [OUTCOME_LABEL],
+    "Requests to POST /v1/events, by outcome."
+);
+spec!(
+    INGEST_EVENTS,
+    "reflexio_ingest_events",
+    "reflexio_ingest_events_total",
+    Counter,
+    "{event}",
+    [],
+    "Events committed through POST /v1/events."
+);
+spec!(
+    OTLP_EXPORTS,
+    "reflexio_otlp_exports",
+    "reflexio_otlp_exports_total",
+    Counter,
+    "{export}",
+    [],
+    "Successful OTLP pushes (when a collector is configured)."
+);
+spec!(
+    OTLP_EXPORT_ERRORS,
+    "reflexio_otlp_export_errors",
+    "reflexio_otlp_export_errors_total",
+    Counter,
+    "{export}",
+    [],
+    "Failed OTLP pushes: the collector was down, slow or refused them (when a collector is configured)."
+);
+
+/// The label of `reflexio_ingest_requests_total`: `accepted`, `invalid`, `unauthorized`,
+/// `too_large`, `unsupported_media_type` or `unavailable`.
+pub const OUTCOME_LABEL: &str = "outcome";
+
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
 /// `incompatible`, `io` or `other`.
 pub const KIND_LABEL: &str = "kind";
@@ -371,6 +412,14 @@ pub const ALL: &[MetricSpec] = &[
     CLOCK_BACKWARD_JUMPS,
 ];
 
+/// The metrics `reflexio-bridge` exports besides a recorder's.
+pub const BRIDGE: &[MetricSpec] = &[
+    INGEST_REQUESTS,
+    INGEST_EVENTS,
+    OTLP_EXPORTS,
+    OTLP_EXPORT_ERRORS,
+];
+
 /// The metrics a recorder with a store exports as well.
 pub const STORE: &[MetricSpec] = &[
     STORE_HEALTHY,
@@ -387,7 +436,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_consistent() {
         let mut seen = HashSet::new();
-        for m in ALL.iter().chain(STORE) {
+        for m in ALL.iter().chain(STORE).chain(BRIDGE) {
             assert!(seen.insert(m.exported), "{} listed twice", m.exported);
             assert!(m.instrument.starts_with("reflexio_"));
             match m.kind {

@@ -37,7 +37,7 @@ pub enum RecordError {
     #[error("event time is before the Unix epoch")]
     BeforeEpoch,
     /// The holder already holds this lock.
-    #[error("lock {name:?} is already held by {holder:?}")]
+    #[error("lock `{name}` is already held by `{holder}`")]
     LockAlreadyHeld {
         /// The lock.
         name: Name,
@@ -45,7 +45,7 @@ pub enum RecordError {
         holder: Name,
     },
     /// The holder does not hold this lock.
-    #[error("lock {name:?} is not held by {holder:?}")]
+    #[error("lock `{name}` is not held by `{holder}`")]
     LockNotHeld {
         /// The lock.
         name: Name,

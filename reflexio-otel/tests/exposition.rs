@@ -327,6 +327,7 @@ fn docs_list_exactly_the_contract() {
     let contract: BTreeMap<String, String> = contract::ALL
         .iter()
         .chain(contract::STORE)
+        .chain(contract::BRIDGE)
         .map(|m| (m.exported.to_owned(), m.kind.as_str().to_owned()))
         .collect();
     assert_eq!(documented, contract);

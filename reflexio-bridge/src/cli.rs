@@ -1,0 +1,102 @@
+//! The command line, as clap parses it: raw values, not yet merged with the environment's
+//! OpenTelemetry variables and the configuration file (see `config`).
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Serves Reflexio metrics to Prometheus (`/metrics/prometheus`) and OpenTelemetry collectors
+/// (OTLP push), and takes events from applications over HTTP (`POST /v1/events`).
+///
+/// Settings come from flags, then environment variables, then the configuration file
+/// (`--config`), then defaults: a flag wins over the environment, the environment over the file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "reflexio-bridge",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve metrics and take events (the default).
+    Serve(ServeArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 15s, 500ms or 1h: {e}"))
+}
+
+#[derive(Debug, Default, Clone, Args)]
+pub(crate) struct ServeArgs {
+    /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
+    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
+    /// otlp_endpoint, otlp_protocol, otlp_interval).
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:8000]. A non-loopback address needs
+    /// --auth-token-file (or --insecure-no-auth). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", env = "REFLEXIO_BRIDGE_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+
+    /// The SQLite store holding windows and totals [default: ./reflexio-metrics.db].
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_STORE")]
+    pub(crate) store: Option<PathBuf>,
+
+    /// How often events recorded without the durable path are written to the store
+    /// [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = duration, env = "REFLEXIO_BRIDGE_FLUSH_INTERVAL")]
+    pub(crate) flush_interval: Option<Duration>,
+
+    /// Emit a built-in demo workload, so that every metric moves at once.
+    #[arg(long, env = "REFLEXIO_BRIDGE_DEMO")]
+    pub(crate) demo: bool,
+
+    /// A file holding the bearer token that clients must send (`Authorization: Bearer ...`).
+    /// Ingest always needs it once set; scraping too, unless --public-metrics.
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_AUTH_TOKEN_FILE")]
+    pub(crate) auth_token_file: Option<PathBuf>,
+
+    /// Serve /metrics/prometheus without the token.
+    #[arg(long, env = "REFLEXIO_BRIDGE_PUBLIC_METRICS")]
+    pub(crate) public_metrics: bool,
+
+    /// Allow listening on a non-loopback address without a token.
+    #[arg(long, env = "REFLEXIO_BRIDGE_INSECURE_NO_AUTH")]
+    pub(crate) insecure_no_auth: bool,
+
+    /// Largest accepted request body, such as 1MiB, 512KiB or 100000 [default: 1MiB].
+    #[arg(long, value_name = "SIZE", env = "REFLEXIO_BRIDGE_BODY_LIMIT")]
+    pub(crate) body_limit: Option<String>,
+
+    /// How long a process lock may be held before it counts as stale [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = duration, env = "REFLEXIO_BRIDGE_STALE_LOCK_AFTER")]
+    pub(crate) stale_lock_after: Option<Duration>,
+
+    /// Push metrics over OTLP to this collector. For http/protobuf, `/v1/metrics` is appended
+    /// unless the URL already ends with it [env: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT (used as
+    /// is), OTEL_EXPORTER_OTLP_ENDPOINT]. No push without an endpoint.
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
+
+    /// OTLP transport: grpc or http/protobuf [default: http/protobuf; env:
+    /// OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub(crate) otlp_protocol: Option<String>,
+
+    /// Time between OTLP pushes [default: 15s; env: OTEL_METRIC_EXPORT_INTERVAL, in ms]. The
+    /// push timeout is OTEL_EXPORTER_OTLP_TIMEOUT (default 10s); headers come from
+    /// OTEL_EXPORTER_OTLP_HEADERS, the resource from OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) otlp_interval: Option<Duration>,
+}

@@ -1,0 +1,211 @@
+//! Runs the real `reflexio-bridge` binary on a free loopback port for the end-to-end tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reflexio-bridge");
+
+/// A running bridge; killed when dropped.
+pub struct Bridge {
+    child: Option<Child>,
+    pub addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Bridge {
+    /// Starts `reflexio-bridge serve ARGS --listen 127.0.0.1:0` and waits until it listens.
+    pub fn start(args: &[&str]) -> Bridge {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(args);
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        for var in [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_METRIC_EXPORT_INTERVAL",
+        ] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start reflexio-bridge");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (found, listening) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line.split("listening addr=").nth(1) {
+                        let _ = found.send(addr.trim().to_owned());
+                    }
+                    log.lock().expect("log").push(line);
+                }
+            });
+        }
+        let addr = match listening.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the bridge did not start:\n{}",
+                    log.lock().expect("log").join("\n")
+                );
+            }
+        };
+        Bridge {
+            child: Some(child),
+            addr,
+            log,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// `GET path` with an optional bearer token: status, headers' content type, body.
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String, String) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("GET");
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, content_type, resp.text().expect("body"))
+    }
+
+    /// `POST /v1/events`: status and JSON body.
+    pub fn post(
+        &self,
+        body: impl Into<Vec<u8>>,
+        content_type: &str,
+        token: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .post(self.url("/v1/events"))
+            .header("content-type", content_type)
+            .body(body.into());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("POST");
+        let status = resp.status().as_u16();
+        let text = resp.text().expect("body");
+        let json =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a JSON body ({e}): {text}"));
+        (status, json)
+    }
+
+    /// The exposition's samples: `name{labels}` -> value.
+    pub fn scrape_with(&self, token: Option<&str>) -> BTreeMap<String, f64> {
+        let (status, _, text) = self.get("/metrics/prometheus", token);
+        assert_eq!(status, 200, "scrape: {text}");
+        samples(&text)
+    }
+
+    pub fn scrape(&self) -> BTreeMap<String, f64> {
+        self.scrape_with(None)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        child.wait().expect("exit")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').expect("sample line");
+            (k.to_owned(), v.parse().expect("number"))
+        })
+        .collect()
+}
+
+/// Waits until `check` holds, for at most `timeout`.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check()
+}
+
+/// A fact as the wire format writes it.
+pub fn fact(hallucinated: bool, coverage: f64) -> serde_json::Value {
+    serde_json::json!({
+        "type": "fact",
+        "hallucinated": hallucinated,
+        "atomic": true,
+        "citation_coverage": coverage,
+        "cove": {"confidence": 0.9, "rounds": 2}
+    })
+}

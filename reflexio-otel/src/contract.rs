@@ -286,7 +286,7 @@ spec!(
     Gauge,
     "{lock}",
     [],
-    "Process locks held for longer than the stale threshold (default 1h)."
+    "Process locks held for longer than the stale threshold (default 1h), or whose holder process on this host is gone."
 );
 
 spec!(

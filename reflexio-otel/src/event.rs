@@ -384,6 +384,16 @@ impl LockEvent {
             host: None,
         })
     }
+
+    /// A lock event of this process: with its pid and this host's name, so that a restarted
+    /// holder can take the lock over and a dead one's lock counts as stale at once.
+    pub fn for_this_process(name: &str, holder: &str) -> Result<Self, ValueError> {
+        Ok(Self {
+            pid: Some(std::process::id()),
+            host: crate::locks::this_host().cloned(),
+            ..Self::new(name, holder)?
+        })
+    }
 }
 
 /// Something that happened in a Reflexio pipeline.

@@ -127,14 +127,15 @@ impl<const N: usize> Counts<N> {
         Some(delta)
     }
 
-    /// The values to replay this delta into an SDK histogram with `layout`'s bounds: for each
-    /// non-empty bucket, `(value, count)` with `value` inside the bucket, such that
-    /// `sum(value * count)` equals `self.sum` (to rounding).
+    /// The values to replay these new observations with into an SDK histogram with
+    /// `layout`'s bounds: for each non-empty bucket, `(value, count)` with `value` inside the
+    /// bucket, such that `sum(value * count)` is as close to `sum` (in value units) as the
+    /// buckets allow — equal to it, to rounding, when `sum` is the observations' real sum.
     ///
     /// Every value is `lower + t * (upper - lower)` of its bucket, with one `t` for all
     /// buckets, solved from the sum; real observations of a bucket lie in `(lower, upper]`,
     /// so `t` is in `(0, 1]` and each value is inside its bucket.
-    pub(crate) fn replay_values(&self, layout: &Layout) -> Vec<(f64, u64)> {
+    pub(crate) fn replay_values(&self, layout: &Layout, sum: f64) -> Vec<(f64, u64)> {
         let bound = |i: usize, default: u64| layout.bounds_units.get(i).copied().unwrap_or(default);
         let range = |i: usize| {
             let lower = if i == 0 {
@@ -151,12 +152,12 @@ impl<const N: usize> Counts<N> {
             base += c as f64 * lower as f64;
             width += c as f64 * (upper - lower) as f64;
         }
+        let scale = layout.scale as f64;
         let t = if width > 0.0 {
-            ((self.sum as f64 - base) / width).clamp(0.0, 1.0)
+            ((sum * scale - base) / width).clamp(0.0, 1.0)
         } else {
             0.0
         };
-        let scale = layout.scale as f64;
         self.buckets
             .iter()
             .enumerate()
@@ -198,14 +199,6 @@ impl HistogramCounts {
         self.coverage.add(&other.coverage);
         self.confidence.add(&other.confidence);
         self.rounds.add(&other.rounds);
-    }
-
-    pub(crate) fn since(&self, earlier: &Self) -> Option<Self> {
-        Some(Self {
-            coverage: self.coverage.since(&earlier.coverage)?,
-            confidence: self.confidence.since(&earlier.confidence)?,
-            rounds: self.rounds.since(&earlier.rounds)?,
-        })
     }
 
     /// Counts `fact`'s observations.
@@ -274,7 +267,7 @@ mod tests {
         }
         let mut replayed = [0u64; N];
         let mut sum = 0f64;
-        for (v, c) in counts.replay_values(layout) {
+        for (v, c) in counts.replay_values(layout, counts.sum as f64 / layout.scale as f64) {
             replayed[sdk_bucket(layout.bounds, v)] += c;
             sum += v * c as f64;
         }

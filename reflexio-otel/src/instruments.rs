@@ -17,13 +17,23 @@ use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
+/// What has been replayed into the SDK histograms so far.
+#[derive(Default)]
+struct Applied {
+    /// The snapshot it came from.
+    seq: u64,
+    /// Observations per bucket (their `sum` fields are unused).
+    counts: HistogramCounts,
+    /// The sum of the values recorded, per histogram, in value units.
+    replayed: [f64; 3],
+}
+
 /// The SDK histograms of one registration, and the observations already replayed into them.
 struct HistogramSink {
     coverage: Histogram<f64>,
     confidence: Histogram<f64>,
     rounds: Histogram<f64>,
-    /// `(snapshot seq, counts)` replayed so far.
-    applied: Mutex<(u64, HistogramCounts)>,
+    applied: Mutex<Applied>,
 }
 
 impl HistogramSink {
@@ -40,31 +50,72 @@ impl HistogramSink {
             coverage: histogram(&contract::CITATION_COVERAGE, &COVERAGE),
             confidence: histogram(&contract::COVE_CONFIDENCE, &CONFIDENCE),
             rounds: histogram(&contract::COVE_VERIFICATION_ROUNDS, &ROUNDS),
-            applied: Mutex::new((0, HistogramCounts::default())),
+            applied: Mutex::new(Applied::default()),
         }
     }
 
     /// Replays what `snapshot` counted beyond what was replayed already.
     fn sync(&self, snapshot: &Snapshot) {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if snapshot.seq <= applied.0 {
+        if snapshot.seq <= applied.seq {
             return;
         }
-        if let Some(delta) = snapshot.histograms.since(&applied.1) {
-            replay(&self.coverage, &delta.coverage, &COVERAGE);
-            replay(&self.confidence, &delta.confidence, &CONFIDENCE);
-            replay(&self.rounds, &delta.rounds, &ROUNDS);
-        }
-        *applied = (snapshot.seq, snapshot.histograms);
+        let Applied {
+            counts, replayed, ..
+        } = &mut *applied;
+        let target = &snapshot.histograms;
+        replay(
+            &self.coverage,
+            &target.coverage,
+            &mut counts.coverage,
+            &mut replayed[0],
+            &COVERAGE,
+        );
+        replay(
+            &self.confidence,
+            &target.confidence,
+            &mut counts.confidence,
+            &mut replayed[1],
+            &CONFIDENCE,
+        );
+        replay(
+            &self.rounds,
+            &target.rounds,
+            &mut counts.rounds,
+            &mut replayed[2],
+            &ROUNDS,
+        );
+        applied.seq = snapshot.seq;
     }
 }
 
-fn replay<const N: usize>(histogram: &Histogram<f64>, delta: &Counts<N>, layout: &Layout) {
-    for (value, count) in delta.replay_values(layout) {
+/// Replays the observations `target` has beyond `applied`, aiming the SDK's sum at `target`'s:
+/// a snapshot taken mid-record can hold a sum without its bucket count (or, never, the other
+/// way round), and the difference is made up by the next observations instead of being lost.
+fn replay<const N: usize>(
+    histogram: &Histogram<f64>,
+    target: &Counts<N>,
+    applied: &mut Counts<N>,
+    replayed: &mut f64,
+    layout: &Layout,
+) {
+    let Some(new) = target.since(&Counts {
+        buckets: applied.buckets,
+        sum: 0,
+    }) else {
+        return;
+    };
+    if new.count() == 0 {
+        return;
+    }
+    let missing = target.sum as f64 / layout.scale as f64 - *replayed;
+    for (value, count) in new.replay_values(layout, missing) {
         for _ in 0..count {
             histogram.record(value, &[]);
         }
+        *replayed += value * count as f64;
     }
+    applied.buckets = target.buckets;
 }
 
 type U64Callback = dyn Fn(&dyn AsyncInstrument<u64>) + Send + Sync;

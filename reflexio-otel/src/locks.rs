@@ -1,4 +1,10 @@
 //! The registry of process locks held now, and which of them are stale.
+//!
+//! A lock is identified by its name and holder. Acquiring a lock that the same holder holds is
+//! refused when it is the same process (same pid and host, or neither known): that is a double
+//! acquire. A different process with the holder's name (the holder restarted) takes the lock
+//! over. A lock is stale when it has been held longer than the threshold, or when its holder
+//! ran on this host and that process is gone.
 
 use crate::event::{LockEvent, Name};
 use std::collections::BTreeMap;
@@ -25,11 +31,52 @@ impl HeldLock {
         }
     }
 
-    /// Whether the lock has been held for longer than `stale_after` at `now`.
+    /// Whether the lock has been held for longer than `stale_after` at `now`, or its holder's
+    /// process on this host is gone.
     pub(crate) fn is_stale(&self, now: SystemTime, stale_after: Duration) -> bool {
-        now.duration_since(self.acquired_at)
-            .is_ok_and(|held| held > stale_after)
+        let too_long = now
+            .duration_since(self.acquired_at)
+            .is_ok_and(|held| held > stale_after);
+        too_long || self.holder_is_gone()
     }
+
+    fn holder_is_gone(&self) -> bool {
+        match (self.pid, &self.host) {
+            (Some(pid), Some(host)) if Some(host) == this_host() => !process_is_alive(pid),
+            _ => false,
+        }
+    }
+}
+
+/// This machine's host name, as lock events carry it.
+pub(crate) fn this_host() -> Option<&'static Name> {
+    static HOST: std::sync::OnceLock<Option<Name>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            Name::new(&rustix::system::uname().nodename().to_string_lossy()).ok()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    })
+    .as_ref()
+}
+
+#[cfg(target_os = "linux")]
+fn process_is_alive(pid: u32) -> bool {
+    use rustix::process::{Pid, test_kill_process};
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    // EPERM means it exists but belongs to someone else.
+    !matches!(test_kill_process(pid), Err(rustix::io::Errno::SRCH))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_is_alive(_pid: u32) -> bool {
+    true
 }
 
 /// Why a lock event was refused.
@@ -41,6 +88,9 @@ pub(crate) enum LockConflict {
 }
 
 type Key = (Name, Name);
+
+/// The process that holds a lock: its pid and host, as far as known.
+type Process = (Option<u32>, Option<Name>);
 
 fn key(event: &LockEvent) -> Key {
     (event.name.clone(), event.holder.clone())
@@ -83,24 +133,28 @@ impl LockRegistry {
         &self,
         events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
     ) -> Result<(), (usize, LockConflict)> {
-        let mut changed: BTreeMap<Key, bool> = BTreeMap::new();
+        // For each lock the sequence touched: who holds it after the events so far.
+        let mut changed: BTreeMap<Key, Option<Process>> = BTreeMap::new();
         let mut count = self.held.len();
         for (index, event, acquire) in events {
             let k = key(event);
-            let held = changed
-                .get(&k)
-                .copied()
-                .unwrap_or_else(|| self.held.contains_key(&k));
-            match (acquire, held) {
-                (true, true) => return Err((index, LockConflict::AlreadyHeld)),
-                (false, false) => return Err((index, LockConflict::NotHeld)),
-                (true, false) if count >= self.limit => {
+            let holder = match changed.get(&k) {
+                Some(h) => h.clone(),
+                None => self.held.get(&k).map(|l| (l.pid, l.host.clone())),
+            };
+            match (acquire, holder) {
+                (true, Some((pid, host))) if pid == event.pid && host == event.host => {
+                    return Err((index, LockConflict::AlreadyHeld));
+                }
+                (true, Some(_)) => {} // another process of the same holder takes it over
+                (false, None) => return Err((index, LockConflict::NotHeld)),
+                (true, None) if count >= self.limit => {
                     return Err((index, LockConflict::Full { limit: self.limit }));
                 }
-                (true, false) => count += 1,
-                (false, true) => count -= 1,
+                (true, None) => count += 1,
+                (false, Some(_)) => count -= 1,
             }
-            changed.insert(k, acquire);
+            changed.insert(k, acquire.then(|| (event.pid, event.host.clone())));
         }
         Ok(())
     }
@@ -120,6 +174,10 @@ impl LockRegistry {
             Some(held) => self.held.insert(k, held),
             None => self.held.remove(&k),
         };
+    }
+
+    pub(crate) fn held(&self) -> impl Iterator<Item = &HeldLock> {
+        self.held.values()
     }
 
     /// `(held, stale)` at `now`.
@@ -155,6 +213,51 @@ mod tests {
         assert!(reg.release(&a).is_ok());
         assert_eq!(reg.release(&a), Err(LockConflict::NotHeld));
         assert_eq!(reg.counts(t0 + 3 * hour, hour), (1, 1));
+    }
+
+    #[test]
+    fn a_restarted_holder_takes_its_lock_over() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut reg = LockRegistry::new(4);
+        let mut crashed = LockEvent::new("digest", "w1").expect("valid");
+        crashed.pid = Some(111);
+        crashed.host = Some(Name::new("host-a").expect("valid"));
+        let mut restarted = crashed.clone();
+        restarted.pid = Some(222);
+        assert!(reg.acquire(&crashed, t0).is_ok());
+        assert_eq!(reg.acquire(&crashed, t0), Err(LockConflict::AlreadyHeld));
+        assert!(
+            reg.acquire(&restarted, t0).is_ok(),
+            "a new process takes over"
+        );
+        assert_eq!(reg.counts(t0, Duration::from_secs(60)), (1, 0));
+        // Without process information both look alike: a double acquire.
+        let anonymous = LockEvent::new("import", "w1").expect("valid");
+        assert!(reg.acquire(&anonymous, t0).is_ok());
+        assert_eq!(reg.acquire(&anonymous, t0), Err(LockConflict::AlreadyHeld));
+    }
+
+    #[test]
+    fn a_lock_whose_process_is_gone_is_stale_at_once() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let host = this_host().cloned();
+        let mut reg = LockRegistry::new(4);
+        let mut alive = LockEvent::new("digest", "me").expect("valid");
+        alive.pid = Some(std::process::id());
+        alive.host = host.clone();
+        let mut gone = LockEvent::new("digest", "crashed").expect("valid");
+        // A child that has exited and been reaped: its pid names no process.
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        gone.pid = Some(child.id());
+        child.wait().expect("reaped");
+        gone.host = host;
+        let mut elsewhere = gone.clone();
+        elsewhere.holder = Name::new("remote").expect("valid");
+        elsewhere.host = Some(Name::new("another-host.invalid").expect("valid"));
+        for l in [&alive, &gone, &elsewhere] {
+            reg.acquire(l, t0).expect("acquired");
+        }
+        assert_eq!(reg.counts(t0, Duration::from_secs(3600)), (3, 1));
     }
 
     #[test]

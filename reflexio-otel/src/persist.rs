@@ -210,10 +210,11 @@ impl Persister {
     pub(crate) fn stop(&self) -> Result<(), StoreError> {
         lock(&self.shared.queue).stop = true;
         self.shared.wake.notify_one();
-        let Some(thread) = lock(&self.thread).take() else {
-            return Ok(());
-        };
-        if thread.join().is_err() {
+        // Held while joining, so that a concurrent call returns only after the final write.
+        let mut thread = lock(&self.thread);
+        if let Some(t) = thread.take()
+            && t.join().is_err()
+        {
             tracing::error!("the metrics store writer thread panicked");
         }
         match lock(&self.shared.health).last_error.clone() {
@@ -258,10 +259,15 @@ fn run(shared: &Shared, inner: &Arc<Inner>, mut db: Option<Db>) {
 /// for the next round and the requests are refused.
 fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, requests: Vec<Request>) {
     let now = inner.clock.now();
-    let (taken, prune) = if write {
-        inner.take_unflushed(now)
-    } else {
-        (Delta::default(), (0, 0))
+    let opened = match db {
+        Some(_) => Ok(false),
+        None => Db::open(&shared.options).map(|opened| db.insert(opened).is_fresh()),
+    };
+    let (taken, prune) = match &opened {
+        // A fresh store (created, or replacing a damaged file) gets everything the state
+        // holds, so that it continues where the state is.
+        Ok(fresh) if write => inner.take_unflushed(now, *fresh),
+        _ => (Delta::default(), (0, 0)),
     };
     let mut delta = taken.clone();
     let mut replies = Vec::with_capacity(requests.len());
@@ -270,22 +276,21 @@ fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, reques
         replies.push(r.reply);
     }
 
-    let result = (|| {
-        let db = match db {
-            Some(db) => db,
-            None => db.insert(Db::open(&shared.options)?),
+    let result = opened.and_then(|_| {
+        let Some(db) = db.as_mut() else {
+            unreachable!("opened above");
         };
         if delta.is_empty() {
             db.poll()
         } else {
             db.commit(&delta, prune).map(Some)
         }
-    })();
+    });
 
     let reply = match result {
         Ok(changes) => {
             if let Some(changes) = changes {
-                inner.apply_changes(changes);
+                inner.apply_changes(changes, now);
             }
             lock(&shared.health).succeeded(now);
             Ok(())

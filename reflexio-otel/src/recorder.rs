@@ -14,7 +14,7 @@ use crate::window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// Why an event was not recorded. A refused event changes nothing.
@@ -153,7 +153,7 @@ impl RecorderBuilder {
             clock: self.clock,
             max_future_skew: self.max_future_skew,
             shards: Shards::default(),
-            head: AtomicU64::new(0),
+            latest_now: AtomicU64::new(0),
             state: Mutex::new(State::new(self.limits, persistent)),
             latest: ArcSwap::from_pointee(Snapshot::empty()),
             hooks: Mutex::new(Vec::new()),
@@ -176,6 +176,11 @@ impl RecorderBuilder {
     }
 }
 
+fn nanos_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// Called after each refresh with the new snapshot (the OpenTelemetry histogram replay).
 pub(crate) type RefreshHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
@@ -183,8 +188,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Arc<dyn Clock>,
     max_future_skew: Duration,
     shards: Shards,
-    /// The windows' newest minute, published by each refresh; "now" never counts before it.
-    head: AtomicU64,
+    /// The latest time the clock read at a refresh, in nanoseconds since the epoch: events
+    /// stamped "now" never count before it, even when the clock goes back.
+    latest_now: AtomicU64,
     state: Mutex<State>,
     latest: ArcSwap<Snapshot>,
     hooks: Mutex<Vec<RefreshHook>>,
@@ -228,33 +234,62 @@ impl Inner {
     /// Moves the windows to `now` and takes in what the shards gathered.
     fn absorb(&self, state: &mut State, now: SystemTime) {
         state.observe_clock(now);
+        let now = self.now_at_least_latest(now);
+        self.latest_now
+            .fetch_max(nanos_since_epoch(now), Ordering::Relaxed);
         state.advance(minute_of(now).unwrap_or(0));
         let drained = self.shards.drain(|m, b| state.add_facts(m, b));
         state.add_drained(&drained);
-        self.head.store(state.head(), Ordering::Relaxed);
+    }
+
+    /// `now`, or the latest time seen if the clock went back behind it.
+    fn now_at_least_latest(&self, now: SystemTime) -> SystemTime {
+        let latest = UNIX_EPOCH + Duration::from_nanos(self.latest_now.load(Ordering::Relaxed));
+        now.max(latest)
     }
 
     /// For a write: everything recorded so far, and the minutes at or before which the store
     /// can prune facts and retention runs.
-    pub(crate) fn take_unflushed(&self, now: SystemTime) -> (Delta, (u64, u64)) {
+    ///
+    /// With `everything`, the whole state instead: for a fresh store (one that replaced a
+    /// damaged file, say) to continue where the state is, so exported counters never go down.
+    pub(crate) fn take_unflushed(&self, now: SystemTime, everything: bool) -> (Delta, (u64, u64)) {
         let mut state = self.state();
         self.absorb(&mut state, now);
-        let head = state.head();
+        // By this process's clock: another process's clock must not prune everyone's minutes.
+        let minute = minute_of(now).unwrap_or(0);
         let prune = (
-            head.saturating_sub(DAY_MINUTES),
-            head.saturating_sub(WEEK_MINUTES),
+            minute.saturating_sub(DAY_MINUTES),
+            minute.saturating_sub(WEEK_MINUTES),
         );
-        (state.take_unflushed(), prune)
+        let unflushed = state.take_unflushed();
+        let delta = if everything {
+            state.full_delta()
+        } else {
+            unflushed
+        };
+        (delta, prune)
     }
 
     pub(crate) fn restore_unflushed(&self, taken: Delta) {
         self.state().restore_unflushed(taken);
     }
 
-    pub(crate) fn apply_changes(&self, changes: Changes) {
-        let mut state = self.state();
-        state.apply_changes(changes);
-        self.head.store(state.head(), Ordering::Relaxed);
+    /// Applies what the store returned, read at `now`.
+    pub(crate) fn apply_changes(&self, changes: Changes, now: SystemTime) {
+        let skew_minutes = self.max_future_skew.as_secs().div_ceil(60);
+        let newest = minute_of(now).unwrap_or(0).saturating_add(skew_minutes);
+        self.state().apply_changes(changes, newest);
+    }
+
+    /// Stops the writer after a final write, and stops keeping changes for it.
+    fn stop_persisting(&self) -> Result<(), StoreError> {
+        let Some(persister) = &self.persister else {
+            return Ok(());
+        };
+        let result = persister.stop();
+        self.state().stop_tracking();
+        result
     }
 
     pub(crate) fn has_store(&self) -> bool {
@@ -315,10 +350,10 @@ impl Inner {
             .push(hook);
     }
 
-    /// The minute an event stamped "now" counts in: the clock's, or the windows' newest
-    /// minute if the clock has jumped back behind it.
+    /// The minute an event stamped "now" counts in: the clock's, or the latest one seen if the
+    /// clock has gone back.
     fn now_minute(&self, now: SystemTime) -> Option<u64> {
-        minute_of(now).map(|m| m.max(self.head.load(Ordering::Relaxed)))
+        minute_of(self.now_at_least_latest(now))
     }
 
     /// The time an event is recorded at and the minute it counts in: its own time (now, if it
@@ -340,7 +375,10 @@ impl Inner {
         };
         match past {
             Some(t) => Ok((t, minute_of(t).ok_or(RecordError::BeforeEpoch)?)),
-            None => Ok((now, self.now_minute(now).ok_or(RecordError::BeforeEpoch)?)),
+            None => {
+                let now = self.now_at_least_latest(now);
+                Ok((now, minute_of(now).ok_or(RecordError::BeforeEpoch)?))
+            }
         }
     }
 
@@ -425,9 +463,7 @@ struct Lifeline {
 
 impl Drop for Lifeline {
     fn drop(&mut self) {
-        if let Some(persister) = &self.inner.persister
-            && let Err(e) = persister.stop()
-        {
+        if let Err(e) = self.inner.stop_persisting() {
             tracing::error!(error = %e, "the final write to the metrics store failed");
         }
     }
@@ -488,7 +524,7 @@ impl Recorder {
 
     /// Records the CoVe configuration now.
     pub fn record_cove_config(&self, config: CoveConfig) {
-        let now = self.inner.clock.now();
+        let now = self.inner.now_at_least_latest(self.inner.clock.now());
         self.inner.state().set_cove(config, now);
     }
 
@@ -507,7 +543,7 @@ impl Recorder {
     /// ```
     pub fn acquire_lock(&self, mut event: LockEvent) -> Result<LockGuard, RecordError> {
         event.pid = event.pid.or(Some(std::process::id()));
-        event.host = event.host.or_else(this_host);
+        event.host = event.host.or_else(|| crate::locks::this_host().cloned());
         self.inner
             .record(&Event::LockAcquired(event.clone()), None)?;
         Ok(LockGuard {
@@ -560,27 +596,13 @@ impl Recorder {
     /// Writes everything recorded so far and stops writing to the store (dropping the last
     /// handle of the recorder does the same). Events recorded afterwards stay in memory.
     pub fn shutdown(&self) -> Result<(), StoreError> {
-        match &self.inner.persister {
-            Some(persister) => persister.stop(),
-            None => Ok(()),
-        }
+        self.inner.stop_persisting()
     }
 
     /// The store's health, if the recorder has one.
     pub fn store_health(&self) -> Option<StoreHealth> {
         self.inner.persister.as_ref().map(Persister::health)
     }
-}
-
-#[cfg(target_os = "linux")]
-fn this_host() -> Option<Name> {
-    let uname = rustix::system::uname();
-    Name::new(&uname.nodename().to_string_lossy()).ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn this_host() -> Option<Name> {
-    None
 }
 
 /// A held process lock; dropping it records the release.

@@ -14,9 +14,13 @@
 //! and takes the slower path through the shared state.
 //!
 //! A drain that runs while a thread is in the middle of recording one fact may take part of
-//! that fact (its count before its hallucination flag, say); the next drain takes the rest.
-//! Counts are written before the flags and sums that depend on them, so a ratio read in
-//! between is at most one in-flight fact per recording thread low, never above 1.
+//! that fact; the next drain takes the rest. The writer stores a fact's fields in a fixed order
+//! (counts before the flags and sums that depend on them, the slot before the histogram
+//! buckets, the version last) with release stores, and the drainer loads them in exactly the
+//! reverse order with acquire loads. So whatever part of a fact the drainer sees, it also sees
+//! everything written before that part: a numerator never runs ahead of its denominator, a
+//! ratio read in between is at most one in-flight fact per recording thread low and never
+//! above 1, and a histogram's sum may run ahead of its bucket counts but never behind.
 
 use crate::event::Fact;
 use crate::histogram::{
@@ -60,16 +64,24 @@ struct Slot {
 }
 
 impl Slot {
+    /// Loads the counters in the reverse of the order `record_fact` stores them.
     fn read(&self) -> FactBucket {
         let get = |a: &AtomicU64| a.load(Ordering::Acquire);
+        let rounds_sum = get(&self.rounds_sum);
+        let confidence_sum = get(&self.confidence_sum);
+        let cove_facts = get(&self.cove_facts);
+        let coverage_sum = get(&self.coverage_sum);
+        let non_atomic = get(&self.non_atomic);
+        let hallucinated = get(&self.hallucinated);
+        let facts = get(&self.facts);
         FactBucket {
-            facts: get(&self.facts),
-            hallucinated: get(&self.hallucinated),
-            non_atomic: get(&self.non_atomic),
-            coverage_sum: get(&self.coverage_sum),
-            cove_facts: get(&self.cove_facts),
-            confidence_sum: get(&self.confidence_sum),
-            rounds_sum: get(&self.rounds_sum),
+            facts,
+            hallucinated,
+            non_atomic,
+            coverage_sum,
+            cove_facts,
+            confidence_sum,
+            rounds_sum,
         }
     }
 }
@@ -165,7 +177,37 @@ impl Shards {
         let mut out = Drained::default();
         for shard in self.shards.iter() {
             let mut taken = shard.taken.lock().unwrap_or_else(|e| e.into_inner());
-            for (slot, taken) in shard.slots.iter().zip(taken.slots.iter_mut()) {
+            let take = |from: &[AtomicU64], taken: &mut [u64], into: &mut [u64]| {
+                for ((a, t), i) in from.iter().zip(taken.iter_mut()).zip(into.iter_mut()) {
+                    let now = a.load(Ordering::Acquire);
+                    *i = i.wrapping_add(now.wrapping_sub(*t));
+                    *t = now;
+                }
+            };
+            // The histogram buckets are written after the slots, so they are read before them.
+            let Taken {
+                slots,
+                histograms,
+                transcriptions,
+                digests,
+            } = &mut *taken;
+            let h = &mut out.histograms;
+            take(
+                &shard.rounds,
+                &mut histograms.rounds.buckets,
+                &mut h.rounds.buckets,
+            );
+            take(
+                &shard.confidence,
+                &mut histograms.confidence.buckets,
+                &mut h.confidence.buckets,
+            );
+            take(
+                &shard.coverage,
+                &mut histograms.coverage.buckets,
+                &mut h.coverage.buckets,
+            );
+            for (slot, taken) in shard.slots.iter().zip(slots.iter_mut()) {
                 // Every fact up to `version` is complete in what is read next.
                 let version = slot.version.load(Ordering::Acquire);
                 let now = slot.read();
@@ -183,35 +225,6 @@ impl Shards {
                     facts(tag - 1, &delta);
                 }
             }
-            let take = |from: &[AtomicU64], taken: &mut [u64], into: &mut [u64]| {
-                for ((a, t), i) in from.iter().zip(taken.iter_mut()).zip(into.iter_mut()) {
-                    let now = a.load(Ordering::Acquire);
-                    *i = i.wrapping_add(now.wrapping_sub(*t));
-                    *t = now;
-                }
-            };
-            let Taken {
-                histograms,
-                transcriptions,
-                digests,
-                ..
-            } = &mut *taken;
-            let h = &mut out.histograms;
-            take(
-                &shard.coverage,
-                &mut histograms.coverage.buckets,
-                &mut h.coverage.buckets,
-            );
-            take(
-                &shard.confidence,
-                &mut histograms.confidence.buckets,
-                &mut h.confidence.buckets,
-            );
-            take(
-                &shard.rounds,
-                &mut histograms.rounds.buckets,
-                &mut h.rounds.buckets,
-            );
             take(
                 std::slice::from_ref(&shard.transcriptions),
                 std::slice::from_mut(transcriptions),

@@ -30,61 +30,77 @@ pub(crate) struct Limits {
     pub(crate) stale_lock_after: Duration,
 }
 
-/// Cumulative retention counts per table: at most `limit` tables by name, in the order they
-/// were first seen, and the rest together in one overflow series.
+/// Table names the state (and the store) keeps at most; runs over further tables count in the
+/// overflow series. Bounds memory and the store whatever names arrive.
+const KEPT_TABLES: usize = 1024;
+
+/// Cumulative retention counts per table, by name in the order the tables were first seen (the
+/// store's order once read from it), at most [`KEPT_TABLES`] of them. The export labels the
+/// first `labelled` and folds the rest into the overflow series.
 #[derive(Debug)]
 struct Tables {
     index: HashMap<Name, usize>,
     named: Vec<(Name, RetentionBucket)>,
     overflow: Option<RetentionBucket>,
-    limit: usize,
+    labelled: usize,
 }
 
 impl Tables {
-    fn new(limit: usize) -> Self {
+    fn new(labelled: usize) -> Self {
         Self {
             index: HashMap::new(),
             named: Vec::new(),
             overflow: None,
-            limit,
+            labelled,
         }
     }
 
-    /// Adds to `label`'s series (an unknown table past the limit goes to the overflow one) and
-    /// returns the series it went to.
-    fn add(&mut self, label: &TableLabel, delta: &RetentionBucket) -> TableLabel {
-        let name = match label {
-            TableLabel::Table(name) => name,
-            TableLabel::Overflow => {
-                self.overflow.get_or_insert_default().add(delta);
-                return TableLabel::Overflow;
-            }
-        };
-        let bucket = match self.index.get(name) {
-            Some(&i) => &mut self.named[i].1,
-            None if self.named.len() < self.limit => {
-                let i = self.named.len();
-                self.index.insert(name.clone(), i);
-                self.named.push((name.clone(), RetentionBucket::default()));
-                &mut self.named[i].1
-            }
-            None => {
-                self.overflow.get_or_insert_default().add(delta);
-                return TableLabel::Overflow;
-            }
-        };
-        bucket.add(delta);
-        label.clone()
+    /// Where a run over `table` is kept: its own entry, or the overflow one once
+    /// [`KEPT_TABLES`] names are kept.
+    fn label_for(&self, table: &Name) -> TableLabel {
+        if self.index.contains_key(table) || self.named.len() < KEPT_TABLES {
+            TableLabel::Table(table.clone())
+        } else {
+            TableLabel::Overflow
+        }
     }
 
+    /// Adds to `label`'s entry and returns the entry it went to.
+    fn add(&mut self, label: &TableLabel, delta: &RetentionBucket) -> TableLabel {
+        let label = match label {
+            TableLabel::Table(name) => self.label_for(name),
+            TableLabel::Overflow => TableLabel::Overflow,
+        };
+        match &label {
+            TableLabel::Table(name) => {
+                let i = match self.index.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        self.index.insert(name.clone(), self.named.len());
+                        self.named.push((name.clone(), RetentionBucket::default()));
+                        self.named.len() - 1
+                    }
+                };
+                self.named[i].1.add(delta);
+            }
+            TableLabel::Overflow => self.overflow.get_or_insert_default().add(delta),
+        }
+        label
+    }
+
+    /// The exported series: the first `labelled` tables by name, the rest together.
     fn snapshot(&self) -> Vec<(TableLabel, RetentionBucket)> {
-        let mut out: Vec<_> = self
-            .named
+        let (labelled, folded) = self.named.split_at(self.named.len().min(self.labelled));
+        let mut out: Vec<_> = labelled
             .iter()
             .map(|(n, b)| (TableLabel::Table(n.clone()), *b))
             .collect();
-        if let Some(b) = self.overflow {
-            out.push((TableLabel::Overflow, b));
+        if !folded.is_empty() || self.overflow.is_some() {
+            let mut rest = self.overflow.unwrap_or_default();
+            for (_, b) in folded {
+                rest.add(b);
+            }
+            out.push((TableLabel::Overflow, rest));
         }
         out
     }
@@ -150,14 +166,9 @@ impl State {
         }
     }
 
-    /// The series a retention run over `table` counts in: its own, or the overflow series if
-    /// the table is new and the limit is reached.
+    /// Where a retention run over `table` is kept (see [`KEPT_TABLES`]).
     pub(crate) fn table_label(&self, table: &Name) -> TableLabel {
-        if self.tables.index.contains_key(table) || self.tables.named.len() < self.tables.limit {
-            TableLabel::Table(table.clone())
-        } else {
-            TableLabel::Overflow
-        }
+        self.tables.label_for(table)
     }
 
     /// Moves the windows forwards to `minute` (never backwards).
@@ -214,6 +225,34 @@ impl State {
         if let Some(u) = &mut self.unflushed {
             u.add_retention(minute, label, &delta);
         }
+    }
+
+    /// Stops keeping changes for the store (after it is shut down).
+    pub(crate) fn stop_tracking(&mut self) {
+        self.unflushed = None;
+    }
+
+    /// Everything the state holds, as one delta: what a fresh store needs to continue where
+    /// the state is.
+    pub(crate) fn full_delta(&self) -> Delta {
+        let mut d = Delta {
+            totals: self.totals,
+            histograms: self.histograms,
+            cove: self.cove,
+            ..Delta::default()
+        };
+        d.facts = self.facts.buckets().collect();
+        d.retention = self.retention.buckets().collect();
+        for (name, b) in &self.tables.named {
+            d.tables.insert(TableLabel::Table(name.clone()), *b);
+        }
+        if let Some(b) = self.tables.overflow {
+            d.tables.insert(TableLabel::Overflow, b);
+        }
+        for lock in self.locks.held() {
+            d.lock(&lock.name, &lock.holder, Some(lock.clone()));
+        }
+        d
     }
 
     /// Keeps the configuration with the latest event time.
@@ -274,18 +313,20 @@ impl State {
         }
     }
 
-    /// Takes the store's values for what changed there, plus what is not written yet.
-    pub(crate) fn apply_changes(&mut self, c: Changes) {
+    /// Takes the store's values for what changed there, plus what is not written yet. Minutes
+    /// after `newest` (written by a process whose clock is ahead) stay out of the windows, so
+    /// another process's clock never moves this one's windows.
+    pub(crate) fn apply_changes(&mut self, c: Changes, newest: u64) {
         let pending = self.unflushed.take().unwrap_or_default();
         let u = &pending;
-        for (minute, stored) in c.facts {
+        for (minute, stored) in c.facts.into_iter().filter(|(m, _)| *m <= newest) {
             let mut v = stored;
             if let Some(p) = u.facts.get(&minute) {
                 v.add(p);
             }
             self.facts.set(minute, &v);
         }
-        for (minute, stored) in c.retention {
+        for (minute, stored) in c.retention.into_iter().filter(|(m, _)| *m <= newest) {
             let mut v = stored;
             if let Some(p) = u.retention.get(&minute) {
                 v.add(p);

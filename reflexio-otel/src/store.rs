@@ -297,6 +297,8 @@ pub(crate) struct Db {
     path: PathBuf,
     /// The last sequence number read; `None` before the first read.
     seen: Option<u64>,
+    /// Nothing was ever written to it when it was opened.
+    fresh: bool,
 }
 
 impl Db {
@@ -364,11 +366,17 @@ impl Db {
             conn,
             path: path.to_owned(),
             seen: None,
+            fresh: false,
         };
         if version < latest {
             db.migrate(version)?;
         }
         db.check_layout()?;
+        let seq: i64 = db
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))
+            .map_err(db.err())?;
+        db.fresh = seq == 0;
         Ok(db)
     }
 
@@ -441,6 +449,11 @@ impl Db {
                 "the store's histogram buckets differ from this program's",
             ))
         }
+    }
+
+    /// Whether nothing had ever been written to the store when it was opened.
+    pub(crate) fn is_fresh(&self) -> bool {
+        self.fresh
     }
 
     /// Reads everything that changed since the last read, or `None` if nothing did.
@@ -545,11 +558,14 @@ fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
         ])?;
     }
 
-    let mut counter = tx.prepare_cached(
-        "UPDATE counters SET value = value + ?2, seq = ?3 WHERE name = ?1 AND ?2 != 0",
-    )?;
+    // Cumulative sums of fractions (in billionths) can outgrow SQLite's signed 64-bit integers,
+    // where SQL addition would turn them into floats; add them here, wrapping like the
+    // in-memory counters do, under the write lock this transaction holds.
+    let mut read_counter = tx.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
+    let mut write_counter =
+        tx.prepare_cached("UPDATE counters SET value = ?2, seq = ?3 WHERE name = ?1")?;
     let h = &d.histograms;
-    for (name, value) in [
+    for (name, delta) in [
         ("transcriptions", d.totals.transcriptions),
         ("facts", d.totals.facts),
         ("digests", d.totals.digests),
@@ -559,7 +575,12 @@ fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
         ("confidence_sum", h.confidence.sum),
         ("rounds_sum", h.rounds.sum),
     ] {
-        counter.execute(params![name, to_i64(value), seq])?;
+        if delta == 0 {
+            continue;
+        }
+        let current: i64 = read_counter.query_row([name], |r| r.get(0))?;
+        let updated = to_u64(current).wrapping_add(delta);
+        write_counter.execute(params![name, to_i64(updated), seq])?;
     }
     let mut bucket = tx.prepare_cached(
         "UPDATE histogram_buckets SET count = count + ?3, seq = ?4 \

@@ -211,6 +211,14 @@ impl<B: Bucket> Window<B> {
         true
     }
 
+    /// The buckets inside the window, by minute.
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = (u64, B)> + '_ {
+        self.ring
+            .iter()
+            .filter(|(minute, _)| self.covers(*minute))
+            .map(|(minute, b)| (*minute, *b))
+    }
+
     /// The sum over the window.
     pub(crate) fn sum(&self) -> B {
         self.sum

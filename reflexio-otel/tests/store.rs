@@ -658,3 +658,201 @@ fn a_full_disk_delays_writes_without_losing_them() {
     assert_eq!(s.totals.facts, 600, "nothing lost");
     assert_eq!(s.facts_24h.hallucinated, 150);
 }
+
+/// A pid that names no process: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let pid = child.id();
+    child.wait().expect("reaped");
+    pid
+}
+
+#[test]
+fn a_restarted_holder_takes_over_the_lock_its_crashed_predecessor_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    // What a crashed worker leaves in the store: its lock, under its own pid, now dead.
+    let crashed = open(&path, &clock);
+    let mut left = LockEvent::for_this_process("daily_digest", "worker-1").expect("valid");
+    left.pid = Some(dead_pid());
+    crashed.record(Event::LockAcquired(left)).expect("recorded");
+    crashed.shutdown().expect("written");
+    drop(crashed);
+
+    let restarted = open(&path, &clock);
+    let s = restarted.snapshot();
+    assert_eq!(
+        (s.locks.active, s.locks.stale),
+        (1, 1),
+        "its process is gone: stale at once"
+    );
+    let guard = restarted
+        .acquire_lock(LockEvent::new("daily_digest", "worker-1").expect("valid"))
+        .expect("a new process of the same holder takes the lock over");
+    let s = restarted.snapshot();
+    assert_eq!((s.locks.active, s.locks.stale), (1, 0));
+    assert!(
+        restarted
+            .acquire_lock(LockEvent::new("daily_digest", "worker-1").expect("valid"))
+            .is_err(),
+        "the same process acquiring twice is refused"
+    );
+    drop(guard);
+    assert_eq!(restarted.snapshot().locks.active, 0);
+}
+
+#[test]
+fn sums_past_the_range_of_sqlite_integers_wrap_instead_of_failing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    a.record_fact(&fact(false));
+    a.shutdown().expect("written");
+    drop(a);
+    // Months of facts later: the cumulative coverage sum (in billionths) is near i64::MAX.
+    let near_max = i64::MAX - 100;
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute(
+            "UPDATE counters SET value = ?1 WHERE name = 'coverage_sum'",
+            [near_max],
+        )
+        .expect("update");
+    let b = open(&path, &clock);
+    b.record_fact(&fact(false));
+    b.flush().expect("still writable past i64::MAX");
+    let expected = (near_max as u64).wrapping_add(970_000_000);
+    assert_eq!(b.snapshot().histograms.coverage.sum, expected);
+    assert_eq!(
+        open(&path, &clock).snapshot().histograms.coverage.sum,
+        expected
+    );
+}
+
+#[test]
+fn a_process_with_a_clock_ahead_does_not_move_the_others_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let good = clock();
+    let ahead = ManualClock::new(good.now() + 48 * HOUR);
+    let b = open(&path, &good);
+    let a = open(&path, &ahead);
+    for _ in 0..100 {
+        b.record_fact(&fact(false));
+    }
+    b.flush().expect("flush");
+    a.record_fact(&fact(false));
+    a.flush().expect("flush");
+    b.flush().expect("b reads a's row from 48 hours ahead");
+    let s = b.snapshot();
+    assert_eq!(s.facts_24h.facts, 100, "b's window stays at b's time");
+    assert_eq!(s.totals.facts, 101, "the fact counts in the totals");
+    drop((a, b));
+    // A process with the right clock is not pinned to the future by the stored row either:
+    // its facts land in its own minute.
+    let c = open(&path, &good);
+    c.record_fact(&fact(false));
+    c.flush().expect("flush");
+    let now_minute = (START / 60) as i64;
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let in_current_minute: i64 = conn
+        .query_row(
+            "SELECT facts FROM fact_minutes WHERE minute = ?1",
+            [now_minute],
+            |r| r.get(0),
+        )
+        .expect("a row for the current minute");
+    assert!(in_current_minute >= 1);
+    assert_eq!(c.snapshot().facts_24h.hallucinated, 0);
+}
+
+#[test]
+fn retention_runs_count_under_their_table_across_processes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let with_one_label = |path: &Path| {
+        Recorder::builder()
+            .clock(clock.clone())
+            .without_upkeep_thread()
+            .max_tables(1)
+            .store(StoreOptions::new(path).flush_interval(HOUR))
+            .build()
+    };
+    let a = with_one_label(&path);
+    let b = with_one_label(&path);
+    a.record_retention(&RetentionRun::new("x", 1).expect("valid"));
+    b.record_retention(&RetentionRun::new("y", 1).expect("valid"));
+    for _ in 0..10 {
+        b.record_retention(&RetentionRun::new("x", 1).expect("valid"));
+    }
+    a.flush().expect("flush");
+    b.flush().expect("flush");
+    a.flush().expect("flush");
+    for r in [&a, &b] {
+        let tables: Vec<_> = r
+            .snapshot()
+            .retention_by_table
+            .iter()
+            .map(|(label, b)| (format!("{label:?}"), b.operations))
+            .collect();
+        assert_eq!(
+            tables,
+            vec![
+                ("Table(Name(\"x\"))".to_owned(), 11),
+                ("Overflow".to_owned(), 1)
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_store_replaced_by_a_fresh_one_continues_from_the_exported_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    record_mix(&a, &clock);
+    a.flush().expect("written");
+    let before = values(&a.snapshot());
+
+    // The file becomes unwritable (commits go to the write-ahead log, so it too); meanwhile
+    // it is replaced by an empty one.
+    {
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        let read_only = (Immutable::new(&path), Immutable::new(&wal));
+        a.record_fact(&fact(true));
+        assert!(a.flush().is_err());
+        drop(read_only);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    a.flush().expect("a fresh store");
+    let s = a.snapshot();
+    assert_eq!(s.totals.facts, 24, "exported counters never go back");
+    let reopened = open(&path, &clock).snapshot();
+    assert_eq!(values(&reopened), values(&s));
+    assert_ne!(values(&s), before);
+}
+
+#[test]
+fn configuration_reported_after_the_clock_went_back_still_wins() {
+    let clock = clock();
+    let r = Recorder::builder()
+        .clock(clock.clone())
+        .without_upkeep_thread()
+        .build();
+    r.record(CoveConfig::new(true, 0.7).expect("valid"))
+        .expect("recorded");
+    r.snapshot();
+    clock.set(clock.now() - HOUR);
+    r.record(CoveConfig::new(false, 0.5).expect("valid"))
+        .expect("recorded");
+    assert_eq!(
+        r.snapshot().cove,
+        Some(CoveConfig::new(false, 0.5).expect("valid"))
+    );
+}

@@ -177,7 +177,7 @@ impl TryFrom<u32> for Rounds {
 /// A table, lock or holder name: 1 to [`MAX_NAME_LEN`] bytes of UTF-8 without control
 /// characters.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(Box<str>);
+pub struct Name(std::sync::Arc<str>);
 
 impl Name {
     /// Validates `name`.

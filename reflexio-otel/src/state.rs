@@ -65,27 +65,32 @@ impl Tables {
         }
     }
 
-    /// Adds to `label`'s entry and returns the entry it went to.
-    fn add(&mut self, label: &TableLabel, delta: &RetentionBucket) -> TableLabel {
-        let label = match label {
-            TableLabel::Table(name) => self.label_for(name),
-            TableLabel::Overflow => TableLabel::Overflow,
+    /// Adds to `table`'s entry; returns `false` if it went to the overflow entry instead.
+    fn add_to(&mut self, table: &Name, delta: &RetentionBucket) -> bool {
+        let i = match self.index.get(table) {
+            Some(&i) => i,
+            None if self.named.len() < KEPT_TABLES => {
+                self.index.insert(table.clone(), self.named.len());
+                self.named.push((table.clone(), RetentionBucket::default()));
+                self.named.len() - 1
+            }
+            None => {
+                self.overflow.get_or_insert_default().add(delta);
+                return false;
+            }
         };
-        match &label {
+        self.named[i].1.add(delta);
+        true
+    }
+
+    /// Adds to `label`'s entry.
+    fn add(&mut self, label: &TableLabel, delta: &RetentionBucket) {
+        match label {
             TableLabel::Table(name) => {
-                let i = match self.index.get(name) {
-                    Some(&i) => i,
-                    None => {
-                        self.index.insert(name.clone(), self.named.len());
-                        self.named.push((name.clone(), RetentionBucket::default()));
-                        self.named.len() - 1
-                    }
-                };
-                self.named[i].1.add(delta);
+                self.add_to(name, delta);
             }
             TableLabel::Overflow => self.overflow.get_or_insert_default().add(delta),
         }
-        label
     }
 
     /// The exported series: the first `labelled` tables by name, the rest together.
@@ -219,10 +224,13 @@ impl State {
         let delta = RetentionBucket::of(run);
         self.advance(minute);
         self.retention.add(minute, &delta);
-        let label = self
-            .tables
-            .add(&TableLabel::Table(run.table.clone()), &delta);
+        let by_name = self.tables.add_to(&run.table, &delta);
         if let Some(u) = &mut self.unflushed {
+            let label = if by_name {
+                TableLabel::Table(run.table.clone())
+            } else {
+                TableLabel::Overflow
+            };
             u.add_retention(minute, label, &delta);
         }
     }

@@ -25,6 +25,9 @@ use reflexio_otel::{Recorder, StoreOptions};
 use std::process::ExitCode;
 use telemetry::Telemetry;
 
+/// The tables Reflexio's retention jobs clean.
+const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -62,6 +65,9 @@ fn run(args: cli::ServeArgs) -> anyhow::Result<()> {
     // Built before any async runtime starts: the OTLP/HTTP client blocks.
     let telemetry = Telemetry::new(config.otlp.as_ref())?;
     let recorder = Recorder::builder()
+        // The tables Reflexio's retention jobs clean: their series exist before any run, so
+        // alerts see even the first failed one.
+        .tables(RETENTION_TABLES)?
         .stale_lock_after(config.stale_lock_after)
         .store(StoreOptions::new(&config.store).flush_interval(config.flush_interval))
         .build();

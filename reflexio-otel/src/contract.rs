@@ -32,7 +32,9 @@ pub struct MetricSpec {
     pub exported: &'static str,
     /// Its type.
     pub kind: MetricKind,
-    /// Its OpenTelemetry (UCUM) unit.
+    /// Its OpenTelemetry (UCUM) unit. Dimensionless gauges have none rather than `1`: the
+    /// OpenTelemetry Collector's Prometheus exporter appends `_ratio` to gauges in unit `1`,
+    /// which would rename them on the OTLP path.
     pub unit: &'static str,
     /// Its labels.
     pub labels: &'static [&'static str],
@@ -167,7 +169,7 @@ spec!(
     "reflexio_cove_enabled",
     "reflexio_cove_enabled",
     Gauge,
-    "1",
+    "",
     [],
     "1 if CoVe is enabled, else 0 (0 until the configuration is reported)."
 );
@@ -176,7 +178,7 @@ spec!(
     "reflexio_cove_confidence_threshold",
     "reflexio_cove_confidence_threshold",
     Gauge,
-    "1",
+    "",
     [],
     "Configured CoVe confidence threshold (0 until the configuration is reported)."
 );
@@ -185,7 +187,7 @@ spec!(
     "reflexio_cove_avg_confidence_24h",
     "reflexio_cove_avg_confidence_24h",
     Gauge,
-    "1",
+    "",
     [],
     "Mean CoVe confidence of facts verified in the last 24h; 0 when reflexio_cove_verified_facts_24h is 0."
 );
@@ -203,7 +205,7 @@ spec!(
     "reflexio_hallucination_rate_24h",
     "reflexio_hallucination_rate_24h",
     Gauge,
-    "1",
+    "",
     [],
     "Hallucinated facts / facts, last 24h; 0 when reflexio_facts_24h is 0."
 );
@@ -212,7 +214,7 @@ spec!(
     "reflexio_citation_coverage_24h",
     "reflexio_citation_coverage_24h",
     Gauge,
-    "1",
+    "",
     [],
     "Mean citation coverage of facts, last 24h; 0 when reflexio_facts_24h is 0."
 );
@@ -304,7 +306,7 @@ spec!(
     "reflexio_store_healthy",
     "reflexio_store_healthy",
     Gauge,
-    "1",
+    "",
     [],
     "1 if the store was read and the last write to it succeeded, else 0."
 );
@@ -445,6 +447,13 @@ mod tests {
                     assert!(!m.instrument.ends_with("_total"), "{}", m.instrument);
                 }
                 _ => assert_eq!(m.exported, m.instrument),
+            }
+            if m.kind == MetricKind::Gauge {
+                assert_ne!(
+                    m.unit, "1",
+                    "{}: the collector would append _ratio",
+                    m.exported
+                );
             }
             for suffix in ["_bucket", "_sum", "_count"] {
                 assert!(

@@ -81,6 +81,7 @@ impl Default for RecorderBuilder {
                 max_tables: 32,
                 max_locks: 1024,
                 stale_lock_after: Duration::from_secs(3600),
+                tables: Vec::new(),
             },
             store: None,
         }
@@ -106,6 +107,21 @@ impl RecorderBuilder {
     pub fn max_tables(mut self, max: usize) -> Self {
         self.limits.max_tables = max;
         self
+    }
+
+    /// Retention tables whose series exist from the start, at zero, before any run over them:
+    /// so that `increase()` sees even their first failed run. Default: none.
+    pub fn tables<'a>(
+        mut self,
+        tables: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, crate::ValueError> {
+        for table in tables {
+            let name = Name::new(table).map_err(|e| e.in_field("table"))?;
+            if !self.limits.tables.contains(&name) {
+                self.limits.tables.push(name);
+            }
+        }
+        Ok(self)
     }
 
     /// Locks tracked at once; acquiring more is refused. Default: 1024.

@@ -22,12 +22,13 @@ use std::time::{Duration, SystemTime};
 /// threads see it go back by a few milliseconds).
 const CLOCK_JUMP: Duration = Duration::from_secs(1);
 
-/// Bounds on what the state holds.
-#[derive(Debug, Clone, Copy)]
+/// Bounds on what the state holds, and the tables known from the start.
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_tables: usize,
     pub(crate) max_locks: usize,
     pub(crate) stale_lock_after: Duration,
+    pub(crate) tables: Vec<Name>,
 }
 
 /// Table names the state (and the store) keeps at most; runs over further tables count in the
@@ -46,13 +47,18 @@ struct Tables {
 }
 
 impl Tables {
-    fn new(labelled: usize) -> Self {
-        Self {
+    /// Tables with the `declared` ones first, at zero, so their series exist before any run.
+    fn new(labelled: usize, declared: &[Name]) -> Self {
+        let mut tables = Self {
             index: HashMap::new(),
             named: Vec::new(),
             overflow: None,
             labelled,
+        };
+        for name in declared {
+            tables.add_to(name, &RetentionBucket::default());
         }
+        tables
     }
 
     /// Where a run over `table` is kept: its own entry, or the overflow one once
@@ -136,7 +142,7 @@ impl State {
             retention: Window::new(WEEK_MINUTES),
             totals: Totals::default(),
             histograms: HistogramCounts::default(),
-            tables: Tables::new(limits.max_tables),
+            tables: Tables::new(limits.max_tables, &limits.tables),
             locks: LockRegistry::new(limits.max_locks),
             cove: None,
             unflushed: persistent.then(Delta::default),
@@ -346,7 +352,7 @@ impl State {
         self.histograms = c.histograms;
         self.histograms.add(&u.histograms);
 
-        let mut tables = Tables::new(self.limits.max_tables);
+        let mut tables = Tables::new(self.limits.max_tables, &self.limits.tables);
         for (label, b) in &c.tables {
             tables.add(label, b);
         }

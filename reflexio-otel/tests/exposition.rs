@@ -332,3 +332,28 @@ fn docs_list_exactly_the_contract() {
         .collect();
     assert_eq!(documented, contract);
 }
+
+#[test]
+fn declared_tables_are_exported_at_zero_before_any_run() {
+    let pipeline = PrometheusPipeline::new().expect("pipeline");
+    let recorder = Recorder::builder()
+        .tables(["facts", "digests"])
+        .expect("valid")
+        .build();
+    recorder.register(&pipeline.provider.meter("reflexio"));
+    let v = samples(&pipeline.encode().expect("encode"));
+    for table in ["facts", "digests"] {
+        for counter in ["operations", "deleted_records", "errors"] {
+            let series = format!("reflexio_retention_{counter}_total{{table=\"{table}\"}}");
+            assert_eq!(v.get(&series), Some(&0.0), "{series}");
+        }
+    }
+    recorder.record_retention(
+        &RetentionRun::new("facts", 3)
+            .expect("valid")
+            .failed("locked"),
+    );
+    let v = samples(&pipeline.encode().expect("encode"));
+    assert_eq!(v["reflexio_retention_errors_total{table=\"facts\"}"], 1.0);
+    assert!(Recorder::builder().tables([""]).is_err());
+}

@@ -856,3 +856,33 @@ fn configuration_reported_after_the_clock_went_back_still_wins() {
         Some(CoveConfig::new(false, 0.5).expect("valid"))
     );
 }
+
+#[test]
+fn declared_tables_stay_exported_after_reading_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let r = Recorder::builder()
+        .clock(clock.clone())
+        .without_upkeep_thread()
+        .tables(["transcriptions", "facts"])
+        .expect("valid")
+        .store(StoreOptions::new(&path).flush_interval(HOUR))
+        .build();
+    r.record_retention(&RetentionRun::new("audio", 1).expect("valid"));
+    r.flush().expect("flush");
+    let tables: Vec<String> = r
+        .snapshot()
+        .retention_by_table
+        .iter()
+        .map(|(label, _)| format!("{label:?}"))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "Table(Name(\"transcriptions\"))",
+            "Table(Name(\"facts\"))",
+            "Table(Name(\"audio\"))"
+        ]
+    );
+}

@@ -209,3 +209,28 @@ pub fn fact(hallucinated: bool, coverage: f64) -> serde_json::Value {
         "cove": {"confidence": 0.9, "rounds": 2}
     })
 }
+
+/// Every target expression of a Grafana dashboard, with its panel's title.
+pub fn dashboard_exprs(dashboard: &serde_json::Value) -> Vec<(String, String)> {
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or_default().to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((title.clone(), t["expr"].as_str()?.to_owned())))
+        })
+        .collect()
+}
+
+/// A free port on 127.0.0.1 (for servers that cannot report the one they picked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}

@@ -1,6 +1,7 @@
 //! The command line, as clap parses it: raw values, not yet merged with the environment's
 //! OpenTelemetry variables and the configuration file (see `config`).
 
+use crate::config::parse_duration;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,19 +28,50 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve metrics and take events (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Backfill the store from an existing deployment's database (its last 7 days) and exit.
+    /// Idempotent: rows already read, by this command or by a running bridge, count once.
+    Import(ImportArgs),
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 15s, 500ms or 1h: {e}"))
+#[derive(Debug, Default, Clone, Args)]
+pub(crate) struct ImportArgs {
+    /// A TOML file with settings (the same as serve's; store, legacy_db and legacy_tz apply).
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The application's SQLite database (required, here or in the configuration).
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_LEGACY_DB")]
+    pub(crate) legacy_db: Option<PathBuf>,
+
+    /// The store to fill [default: ./reflexio-metrics.db].
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_STORE")]
+    pub(crate) store: Option<PathBuf>,
+
+    /// The time zone of times the application wrote without an offset, such as Europe/Berlin
+    /// [default: the system's].
+    #[arg(long, value_name = "ZONE", env = "REFLEXIO_BRIDGE_LEGACY_TZ")]
+    pub(crate) legacy_tz: Option<String>,
+}
+
+impl From<ImportArgs> for ServeArgs {
+    fn from(a: ImportArgs) -> Self {
+        ServeArgs {
+            config: a.config,
+            legacy_db: a.legacy_db,
+            store: a.store,
+            legacy_tz: a.legacy_tz,
+            ..ServeArgs::default()
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
     /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
-    /// otlp_endpoint, otlp_protocol, otlp_interval).
+    /// otlp_endpoint, otlp_protocol, otlp_interval, legacy_db, lock_dir, legacy_tz,
+    /// legacy_poll_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -54,7 +86,7 @@ pub(crate) struct ServeArgs {
 
     /// How often events recorded without the durable path are written to the store
     /// [default: 1s].
-    #[arg(long, value_name = "DURATION", value_parser = duration, env = "REFLEXIO_BRIDGE_FLUSH_INTERVAL")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_FLUSH_INTERVAL")]
     pub(crate) flush_interval: Option<Duration>,
 
     /// Emit a built-in demo workload, so that every metric moves at once.
@@ -79,7 +111,7 @@ pub(crate) struct ServeArgs {
     pub(crate) body_limit: Option<String>,
 
     /// How long a process lock may be held before it counts as stale [default: 1h].
-    #[arg(long, value_name = "DURATION", value_parser = duration, env = "REFLEXIO_BRIDGE_STALE_LOCK_AFTER")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_STALE_LOCK_AFTER")]
     pub(crate) stale_lock_after: Option<Duration>,
 
     /// Push metrics over OTLP to this collector. For http/protobuf, `/v1/metrics` is appended
@@ -97,6 +129,25 @@ pub(crate) struct ServeArgs {
     /// push timeout is OTEL_EXPORTER_OTLP_TIMEOUT (default 10s); headers come from
     /// OTEL_EXPORTER_OTLP_HEADERS, the resource from OTEL_SERVICE_NAME and
     /// OTEL_RESOURCE_ATTRIBUTES.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) otlp_interval: Option<Duration>,
+
+    /// Follow an existing Reflexio deployment's SQLite database: read-only, reading only new
+    /// rows each poll. The first poll backfills its last 7 days.
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_LEGACY_DB")]
+    pub(crate) legacy_db: Option<PathBuf>,
+
+    /// Follow an existing deployment's lock directory: a file `{name}.pid` holding a process
+    /// id is a held lock.
+    #[arg(long, value_name = "DIR", env = "REFLEXIO_BRIDGE_LOCK_DIR")]
+    pub(crate) lock_dir: Option<PathBuf>,
+
+    /// The time zone of times the application wrote without an offset, such as Europe/Berlin
+    /// [default: the system's].
+    #[arg(long, value_name = "ZONE", env = "REFLEXIO_BRIDGE_LEGACY_TZ")]
+    pub(crate) legacy_tz: Option<String>,
+
+    /// Time between polls of --legacy-db and --lock-dir [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_LEGACY_POLL_INTERVAL")]
+    pub(crate) legacy_poll_interval: Option<Duration>,
 }

@@ -3,6 +3,7 @@
 //! from.
 
 use crate::cli::ServeArgs;
+use crate::legacy::LegacySettings;
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) stale_lock_after: Duration,
     pub(crate) otlp: Option<Otlp>,
+    /// What to follow of an existing deployment, if anything.
+    pub(crate) legacy: Option<LegacySettings>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -93,6 +96,10 @@ struct FileSettings {
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
     otlp_interval: Option<String>,
+    legacy_db: Option<PathBuf>,
+    lock_dir: Option<PathBuf>,
+    legacy_tz: Option<String>,
+    legacy_poll_interval: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -153,7 +160,7 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}` is not a duration like 15s, 500ms or 1h: {e}"))?;
     if d.is_zero() {
@@ -175,6 +182,12 @@ fn read_token(path: &Path) -> Result<Token, String> {
         ));
     }
     Ok(Token(token.into()))
+}
+
+/// A time zone by its IANA name (`Europe/Berlin`, `UTC`).
+fn zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name)
+        .map_err(|e| format!("`{name}` is not a known time zone such as Europe/Berlin or UTC: {e}"))
 }
 
 fn load_file(path: &Path) -> Result<FileSettings, UsageError> {
@@ -220,6 +233,7 @@ impl Config {
         };
         let fp = file_path.as_path();
         let otlp = Self::otlp(&args, &file, fp, &env)?;
+        let legacy = Self::legacy(&args, &file, fp)?;
 
         let listen = match (args.listen, file.listen) {
             (Some(addr), _) => addr,
@@ -297,7 +311,53 @@ impl Config {
             body_limit,
             stale_lock_after,
             otlp,
+            legacy,
         })
+    }
+
+    fn legacy(
+        args: &ServeArgs,
+        file: &FileSettings,
+        fp: &Path,
+    ) -> Result<Option<LegacySettings>, UsageError> {
+        let db = args.legacy_db.clone().or_else(|| file.legacy_db.clone());
+        let lock_dir = args.lock_dir.clone().or_else(|| file.lock_dir.clone());
+        let zone = match (&args.legacy_tz, &file.legacy_tz) {
+            (Some(name), _) => {
+                Some(zone(name).map_err(|e| invalid("--legacy-tz", Source::Flag, e))?)
+            }
+            (None, Some(name)) => {
+                Some(zone(name).map_err(|e| invalid("legacy_tz", Source::File(fp), e))?)
+            }
+            (None, None) => None,
+        };
+        let poll_interval = match args.legacy_poll_interval {
+            Some(d) => d,
+            None => file
+                .legacy_poll_interval
+                .as_deref()
+                .map(|s| {
+                    parse_duration(s)
+                        .map_err(|e| invalid("legacy_poll_interval", Source::File(fp), e))
+                })
+                .transpose()?
+                .unwrap_or(Duration::from_secs(5)),
+        };
+        if db.is_none() && lock_dir.is_none() {
+            return Ok(None);
+        }
+        let zone = zone.unwrap_or_else(|| {
+            jiff::tz::TimeZone::try_system().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot tell the system's time zone; reading the application's times without an offset as UTC (set --legacy-tz)");
+                jiff::tz::TimeZone::UTC
+            })
+        });
+        Ok(Some(LegacySettings {
+            db,
+            lock_dir,
+            zone,
+            poll_interval,
+        }))
     }
 
     fn otlp(

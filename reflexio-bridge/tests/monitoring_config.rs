@@ -73,7 +73,7 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
         &rules_dir,
     );
     assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
-    assert!(checked.contains("SUCCESS: 12 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
     let tested = run(
         "promtool",
         &[
@@ -170,8 +170,11 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
     assert!(text.contains("below the 95% alert threshold"), "{text}");
     // Rates and means need samples.
     for (name, guard) in [
-        ("HighHallucinationRate", "reflexio_facts_24h >= 200"),
-        ("LowCitationCoverage", "reflexio_facts_24h >= 100"),
+        (
+            "HighHallucinationRate",
+            "reflexio_assessed_facts_24h >= 200",
+        ),
+        ("LowCitationCoverage", "reflexio_assessed_facts_24h >= 100"),
         (
             "LowCoVeConfidence",
             "reflexio_cove_verified_facts_24h >= 100",

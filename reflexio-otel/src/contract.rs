@@ -79,7 +79,16 @@ spec!(
     Counter,
     "{fact}",
     [],
-    "Facts recorded."
+    "Facts recorded, assessed or not."
+);
+spec!(
+    ASSESSED_FACTS,
+    "reflexio_assessed_facts",
+    "reflexio_assessed_facts_total",
+    Counter,
+    "{fact}",
+    [],
+    "Facts recorded with their quality (hallucination, atomicity, citation coverage) known."
 );
 spec!(
     DIGESTS,
@@ -207,7 +216,7 @@ spec!(
     Gauge,
     "",
     [],
-    "Hallucinated facts / facts, last 24h; 0 when reflexio_facts_24h is 0."
+    "Hallucinated facts / assessed facts, last 24h; 0 when reflexio_assessed_facts_24h is 0."
 );
 spec!(
     CITATION_COVERAGE_24H,
@@ -216,7 +225,7 @@ spec!(
     Gauge,
     "",
     [],
-    "Mean citation coverage of facts, last 24h; 0 when reflexio_facts_24h is 0."
+    "Mean citation coverage of assessed facts, last 24h; 0 when reflexio_assessed_facts_24h is 0."
 );
 spec!(
     ATOMICITY_VIOLATIONS_24H,
@@ -234,7 +243,16 @@ spec!(
     Gauge,
     "{fact}",
     [],
-    "Facts recorded in the last 24h: the sample count behind the 24h fact ratios and means."
+    "Facts recorded in the last 24h, assessed or not."
+);
+spec!(
+    ASSESSED_FACTS_24H,
+    "reflexio_assessed_facts_24h",
+    "reflexio_assessed_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Assessed facts in the last 24h: the sample count behind the 24h hallucination rate and citation coverage."
 );
 spec!(
     COVE_VERIFIED_FACTS_24H,
@@ -383,6 +401,56 @@ pub const OUTCOME_LABEL: &str = "outcome";
 /// `incompatible`, `io` or `other`.
 pub const KIND_LABEL: &str = "kind";
 
+/// The label naming what the bridge reads of an existing deployment: one of its tables
+/// (`transcriptions`, `facts`, `digests`, `retention_audit_log`) or `lock_dir`.
+pub const SOURCE_LABEL: &str = "source";
+
+spec!(
+    LEGACY_ROWS,
+    "reflexio_legacy_rows",
+    "reflexio_legacy_rows_total",
+    Counter,
+    "{row}",
+    [SOURCE_LABEL],
+    "Rows of the application's database recorded as events, by table."
+);
+spec!(
+    LEGACY_TIMESTAMP_ERRORS,
+    "reflexio_legacy_timestamp_errors",
+    "reflexio_legacy_timestamp_errors_total",
+    Counter,
+    "{row}",
+    [SOURCE_LABEL],
+    "Rows not recorded because their time is NULL, unparseable or more than 5 minutes ahead, by table."
+);
+spec!(
+    LEGACY_INVALID_VALUES,
+    "reflexio_legacy_invalid_values",
+    "reflexio_legacy_invalid_values_total",
+    Counter,
+    "{value}",
+    [SOURCE_LABEL],
+    "Values of recorded rows (or lock files) left out because they were invalid, by source."
+);
+spec!(
+    LEGACY_READ_ERRORS,
+    "reflexio_legacy_read_errors",
+    "reflexio_legacy_read_errors_total",
+    Counter,
+    "{poll}",
+    [SOURCE_LABEL],
+    "Polls of the application's database or lock directory that failed, by source (`database` or `lock_dir`)."
+);
+spec!(
+    LEGACY_HEALTHY,
+    "reflexio_legacy_healthy",
+    "reflexio_legacy_healthy",
+    Gauge,
+    "",
+    [SOURCE_LABEL],
+    "1 if the last poll of the source (`database` or `lock_dir`) succeeded, else 0."
+);
+
 /// Every metric a recorder exports, with or without a store, in the order of the contract
 /// table.
 pub const ALL: &[MetricSpec] = &[
@@ -412,6 +480,8 @@ pub const ALL: &[MetricSpec] = &[
     COVE_VERIFICATION_ROUNDS,
     CITATION_COVERAGE,
     CLOCK_BACKWARD_JUMPS,
+    ASSESSED_FACTS,
+    ASSESSED_FACTS_24H,
 ];
 
 /// The metrics `reflexio-bridge` exports besides a recorder's.
@@ -420,6 +490,16 @@ pub const BRIDGE: &[MetricSpec] = &[
     INGEST_EVENTS,
     OTLP_EXPORTS,
     OTLP_EXPORT_ERRORS,
+];
+
+/// The metrics `reflexio-bridge` exports when it follows an existing deployment
+/// (`--legacy-db`, `--lock-dir`).
+pub const LEGACY: &[MetricSpec] = &[
+    LEGACY_ROWS,
+    LEGACY_TIMESTAMP_ERRORS,
+    LEGACY_INVALID_VALUES,
+    LEGACY_READ_ERRORS,
+    LEGACY_HEALTHY,
 ];
 
 /// The metrics a recorder with a store exports as well.
@@ -438,7 +518,7 @@ mod tests {
     #[test]
     fn names_are_unique_and_consistent() {
         let mut seen = HashSet::new();
-        for m in ALL.iter().chain(STORE).chain(BRIDGE) {
+        for m in ALL.iter().chain(STORE).chain(BRIDGE).chain(LEGACY) {
             assert!(seen.insert(m.exported), "{} listed twice", m.exported);
             assert!(m.instrument.starts_with("reflexio_"));
             match m.kind {

@@ -27,6 +27,7 @@ pub(crate) struct Delta {
 pub(crate) fn add_totals(into: &mut Totals, t: &Totals) {
     into.transcriptions = into.transcriptions.wrapping_add(t.transcriptions);
     into.facts = into.facts.wrapping_add(t.facts);
+    into.unassessed = into.unassessed.wrapping_add(t.unassessed);
     into.digests = into.digests.wrapping_add(t.digests);
     into.hallucinated = into.hallucinated.wrapping_add(t.hallucinated);
     into.atomicity_violations = into
@@ -55,6 +56,7 @@ impl Delta {
         self.facts.entry(minute).or_default().add(bucket);
         let t = &mut self.totals;
         t.facts = t.facts.wrapping_add(bucket.facts);
+        t.unassessed = t.unassessed.wrapping_add(bucket.unassessed);
         t.hallucinated = t.hallucinated.wrapping_add(bucket.hallucinated);
         t.atomicity_violations = t.atomicity_violations.wrapping_add(bucket.non_atomic);
     }

@@ -404,6 +404,13 @@ pub enum Event {
     Transcription,
     /// A fact was extracted.
     Fact(Fact),
+    /// A fact was extracted, but its quality (hallucination, atomicity, citation coverage) is
+    /// not known: it counts as a fact, not as a sample of the quality ratios and means. Facts
+    /// read from an application database without quality columns are recorded so.
+    UnassessedFact {
+        /// Its CoVe result, if known.
+        cove: Option<CoveResult>,
+    },
     /// A daily digest was generated.
     Digest,
     /// A retention job ran over a table.

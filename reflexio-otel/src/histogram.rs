@@ -206,7 +206,12 @@ impl HistogramCounts {
         let cov = fact.citation_coverage.nanos();
         bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
         self.coverage.sum = self.coverage.sum.wrapping_add(cov);
-        if let Some(c) = fact.cove {
+        self.observe_cove(fact.cove);
+    }
+
+    /// Counts a CoVe result's observations.
+    pub(crate) fn observe_cove(&mut self, cove: Option<crate::event::CoveResult>) {
+        if let Some(c) = cove {
             let conf = c.confidence.nanos();
             let rounds = u64::from(c.rounds.get());
             bump(&mut self.confidence.buckets[CONFIDENCE.bucket(conf)]);

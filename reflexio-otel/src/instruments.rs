@@ -192,6 +192,11 @@ pub(crate) fn register(inner: &Arc<Inner>, meter: &Meter) {
     };
 
     u64_counter(meter, &contract::FACTS, latest(|s| s.totals.facts));
+    u64_counter(
+        meter,
+        &contract::ASSESSED_FACTS,
+        latest(|s| s.totals.facts.wrapping_sub(s.totals.unassessed)),
+    );
     u64_counter(meter, &contract::DIGESTS, latest(|s| s.totals.digests));
     u64_counter(
         meter,
@@ -251,6 +256,11 @@ pub(crate) fn register(inner: &Arc<Inner>, meter: &Meter) {
         latest(|s| s.facts_24h.non_atomic),
     );
     u64_gauge(meter, &contract::FACTS_24H, latest(|s| s.facts_24h.facts));
+    u64_gauge(
+        meter,
+        &contract::ASSESSED_FACTS_24H,
+        latest(|s| s.facts_24h.assessed()),
+    );
     u64_gauge(
         meter,
         &contract::COVE_VERIFIED_FACTS_24H,

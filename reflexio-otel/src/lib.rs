@@ -76,5 +76,5 @@ pub use histogram::{Counts, HistogramCounts};
 pub use persist::{DurableError, StoreHealth};
 pub use recorder::{LockGuard, RecordError, Recorder, RecorderBuilder};
 pub use snapshot::{EMPTY_WINDOW_VALUE, LockCounts, Snapshot, TableLabel, Totals};
-pub use store::{StoreError, StoreErrorKind, StoreOptions, Synchronous};
+pub use store::{Checkpoint, StoreError, StoreErrorKind, StoreOptions, Synchronous};
 pub use window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};

@@ -5,7 +5,7 @@
 
 use crate::delta::Delta;
 use crate::recorder::Inner;
-use crate::store::{Db, StoreError, StoreErrorKind, StoreOptions};
+use crate::store::{Checkpoint, Db, StoreError, StoreErrorKind, StoreOptions};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
@@ -30,6 +30,12 @@ pub enum DurableError {
     /// The recorder's store was shut down.
     #[error("the recorder's store is shut down")]
     Closed,
+    /// A checkpoint did not hold its expected value: another process moved it.
+    #[error("checkpoint `{key}` was moved by another process")]
+    CheckpointMoved {
+        /// The checkpoint.
+        key: String,
+    },
     /// The batch could not be committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -112,7 +118,9 @@ impl StoreHealth {
 
 struct Request {
     delta: Delta,
-    reply: mpsc::SyncSender<Result<(), StoreError>>,
+    /// Requests with checkpoints are committed on their own.
+    checkpoints: Vec<Checkpoint>,
+    reply: mpsc::SyncSender<Result<(), DurableError>>,
 }
 
 #[derive(Default)]
@@ -189,20 +197,25 @@ impl Persister {
 
     /// Hands `delta` to the writer and waits until it is committed together with everything
     /// recorded before the call.
-    pub(crate) fn commit(&self, delta: Delta) -> Result<(), DurableError> {
+    pub(crate) fn commit(
+        &self,
+        delta: Delta,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<(), DurableError> {
         let (reply, done) = mpsc::sync_channel(1);
         {
             let mut q = lock(&self.shared.queue);
             if q.stop || q.stopped {
                 return Err(DurableError::Closed);
             }
-            q.requests.push(Request { delta, reply });
+            q.requests.push(Request {
+                delta,
+                checkpoints,
+                reply,
+            });
         }
         self.shared.wake.notify_one();
-        match done.recv() {
-            Ok(result) => result.map_err(DurableError::Store),
-            Err(_) => Err(DurableError::Closed),
-        }
+        done.recv().unwrap_or(Err(DurableError::Closed))
     }
 
     /// Writes everything recorded so far, stops the writer thread and returns the final
@@ -258,6 +271,54 @@ fn run(shared: &Shared, inner: &Arc<Inner>, mut db: Option<Db>) {
 /// requests' deltas) and reads back what changed. On failure, the recorded changes are kept
 /// for the next round and the requests are refused.
 fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, requests: Vec<Request>) {
+    let (checked, requests): (Vec<_>, Vec<_>) = requests
+        .into_iter()
+        .partition(|r| !r.checkpoints.is_empty());
+    let group = sync_group(inner, shared, db, write, requests);
+    for request in checked {
+        let reply = match (&group, db.as_mut()) {
+            (Ok(()), Some(db)) => commit_checked(inner, shared, db, &request),
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), None) => Err(DurableError::Closed),
+        };
+        if matches!(&reply, Err(DurableError::Store(e)) if e.kind() != StoreErrorKind::Busy) {
+            *db = None;
+        }
+        let _ = request.reply.send(reply);
+    }
+}
+
+/// Commits one request with checkpoints in a transaction of its own, so that a checkpoint
+/// another process moved refuses only this request.
+fn commit_checked(
+    inner: &Inner,
+    shared: &Shared,
+    db: &mut Db,
+    request: &Request,
+) -> Result<(), DurableError> {
+    let now = inner.clock.now();
+    match db.commit_checked(&request.delta, &request.checkpoints, (0, 0)) {
+        Ok(Ok(changes)) => {
+            inner.apply_changes(changes, now);
+            lock(&shared.health).succeeded(now);
+            Ok(())
+        }
+        Ok(Err(moved)) => Err(DurableError::CheckpointMoved { key: moved.key }),
+        Err(e) => {
+            lock(&shared.health).failed(&e, now);
+            Err(DurableError::Store(e))
+        }
+    }
+}
+
+/// One round trip for the interval's changes and the requests without checkpoints.
+fn sync_group(
+    inner: &Inner,
+    shared: &Shared,
+    db: &mut Option<Db>,
+    write: bool,
+    requests: Vec<Request>,
+) -> Result<(), DurableError> {
     let now = inner.clock.now();
     let opened = match db {
         Some(_) => Ok(false),
@@ -283,7 +344,8 @@ fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, reques
         if delta.is_empty() {
             db.poll()
         } else {
-            db.commit(&delta, prune).map(Some)
+            // Without checkpoints to move, the commit is never refused.
+            db.commit_checked(&delta, &[], prune).map(Result::ok)
         }
     });
 
@@ -302,10 +364,11 @@ fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, reques
                 // Reopen (and reload) next time: the file may have been fixed or replaced.
                 *db = None;
             }
-            Err(e)
+            Err(DurableError::Store(e))
         }
     };
     for r in replies {
         let _ = r.send(reply.clone());
     }
+    reply
 }

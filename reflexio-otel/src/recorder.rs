@@ -9,7 +9,7 @@ use crate::persist::{DurableError, Persister, StoreHealth};
 use crate::shard::Shards;
 use crate::snapshot::Snapshot;
 use crate::state::{Limits, State};
-use crate::store::{Changes, StoreError, StoreOptions};
+use crate::store::{Changes, Checkpoint, StoreError, StoreOptions};
 use crate::window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -341,6 +341,10 @@ impl Inner {
                     delta.add_facts(minute, &FactBucket::of(fact));
                     delta.histograms.observe(fact);
                 }
+                Event::UnassessedFact { cove } => {
+                    delta.add_facts(minute, &FactBucket::unassessed(*cove));
+                    delta.histograms.observe_cove(*cove);
+                }
                 Event::Retention(run) => {
                     let label = state.table_label(&run.table);
                     delta.add_retention(minute, label, &RetentionBucket::of(run));
@@ -404,6 +408,7 @@ impl Inner {
             Event::Transcription => self.shards.record_transcription(),
             Event::Digest => self.shards.record_digest(),
             Event::Fact(fact) => self.record_fact(minute, fact),
+            Event::UnassessedFact { cove } => self.state().add_unassessed_fact(minute, *cove),
             Event::Retention(run) => self.state().add_retention(minute, run),
             Event::CoveConfig(config) => self.state().set_cove(*config, at),
             Event::LockAcquired(lock) => self
@@ -598,15 +603,42 @@ impl Recorder {
         &self,
         batch: &[(Event, Option<SystemTime>)],
     ) -> Result<(), DurableError> {
+        self.record_durable_checked(batch, Vec::new())
+    }
+
+    /// Like [`Recorder::record_durable`], and moves `checkpoints` in the same transaction: a
+    /// reader of another source (an application's table, say) records the rows it read and
+    /// how far it read together, so that each row is counted exactly once even across crashes
+    /// and concurrent readers. If a checkpoint no longer holds its expected value, nothing is
+    /// recorded ([`DurableError::CheckpointMoved`]): read [`Recorder::checkpoint`] again and
+    /// continue from there.
+    pub fn record_durable_checked(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<(), DurableError> {
         let persister = self.inner.persister.as_ref().ok_or(DurableError::NoStore)?;
         let delta = self.inner.durable_delta(batch)?;
-        persister.commit(delta)
+        persister.commit(delta, checkpoints)
+    }
+
+    /// The process locks held now, each with the time it was taken (with a store: as last
+    /// read from it, plus this process's changes).
+    pub fn held_locks(&self) -> Vec<(LockEvent, SystemTime)> {
+        self.inner.state().held_locks()
+    }
+
+    /// The value of checkpoint `key` as last read from the store (`None` if it does not exist
+    /// or the recorder has no store). It is read back after every commit; call
+    /// [`Recorder::flush`] first to see one moved by another process just now.
+    pub fn checkpoint(&self, key: &str) -> Option<i64> {
+        self.inner.state().checkpoint(key)
     }
 
     /// Writes everything recorded so far to the store and waits for the commit.
     pub fn flush(&self) -> Result<(), DurableError> {
         let persister = self.inner.persister.as_ref().ok_or(DurableError::NoStore)?;
-        persister.commit(Delta::default())
+        persister.commit(Delta::default(), Vec::new())
     }
 
     /// Writes everything recorded so far and stops writing to the store (dropping the last

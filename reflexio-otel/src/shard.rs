@@ -76,6 +76,8 @@ impl Slot {
         let facts = get(&self.facts);
         FactBucket {
             facts,
+            // Facts without known quality never take the lock-free path.
+            unassessed: 0,
             hallucinated,
             non_atomic,
             coverage_sum,

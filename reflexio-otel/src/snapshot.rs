@@ -23,14 +23,14 @@ fn mean(sum: u64, count: u64, scale: u64) -> f64 {
 }
 
 impl FactBucket {
-    /// Hallucinated facts / facts.
+    /// Hallucinated facts / assessed facts.
     pub fn hallucination_rate(&self) -> f64 {
-        mean(self.hallucinated, self.facts, 1)
+        mean(self.hallucinated, self.assessed(), 1)
     }
 
-    /// Mean citation coverage of the facts.
+    /// Mean citation coverage of the assessed facts.
     pub fn citation_coverage(&self) -> f64 {
-        mean(self.coverage_sum, self.facts, FRACTION_SCALE)
+        mean(self.coverage_sum, self.assessed(), FRACTION_SCALE)
     }
 
     /// Mean CoVe confidence of the facts with a CoVe result.
@@ -49,8 +49,10 @@ impl FactBucket {
 pub struct Totals {
     /// Transcriptions.
     pub transcriptions: u64,
-    /// Facts.
+    /// Facts, assessed or not.
     pub facts: u64,
+    /// Facts whose quality is not known.
+    pub unassessed: u64,
     /// Digests.
     pub digests: u64,
     /// Hallucinated facts.
@@ -152,5 +154,26 @@ mod tests {
         assert_eq!(b.citation_coverage(), 0.98);
         assert_eq!(b.cove_avg_confidence(), 0.91);
         assert_eq!(b.cove_avg_verification_rounds(), 1.5);
+    }
+
+    #[test]
+    fn ratios_leave_out_unassessed_facts() {
+        let b = FactBucket {
+            facts: 12,
+            unassessed: 2,
+            hallucinated: 1,
+            coverage_sum: 10 * 980_000_000,
+            ..Default::default()
+        };
+        assert_eq!(b.assessed(), 10);
+        assert_eq!(b.hallucination_rate(), 0.1);
+        assert_eq!(b.citation_coverage(), 0.98);
+        let none = FactBucket {
+            facts: 3,
+            unassessed: 3,
+            ..Default::default()
+        };
+        assert_eq!(none.hallucination_rate(), EMPTY_WINDOW_VALUE);
+        assert_eq!(none.citation_coverage(), EMPTY_WINDOW_VALUE);
     }
 }

@@ -8,7 +8,7 @@
 //! added back.
 
 use crate::delta::{Delta, add_totals, newer_cove};
-use crate::event::{CoveConfig, Fact, LockEvent, Name, RetentionRun};
+use crate::event::{CoveConfig, CoveResult, Fact, LockEvent, Name, RetentionRun};
 use crate::histogram::HistogramCounts;
 use crate::locks::{LockConflict, LockRegistry};
 use crate::shard::Drained;
@@ -128,6 +128,8 @@ pub(crate) struct State {
     cove: Option<(CoveConfig, SystemTime)>,
     /// Changes not yet in the store; `None` without a store.
     unflushed: Option<Delta>,
+    /// Checkpoints as last read from the store.
+    checkpoints: HashMap<String, i64>,
     /// The latest time seen, and how often the clock went back from it.
     last_now: Option<SystemTime>,
     clock_jumps_back: u64,
@@ -146,6 +148,7 @@ impl State {
             locks: LockRegistry::new(limits.max_locks),
             cove: None,
             unflushed: persistent.then(Delta::default),
+            checkpoints: HashMap::new(),
             last_now: None,
             clock_jumps_back: 0,
             seq: 0,
@@ -195,6 +198,7 @@ impl State {
         self.facts.add(minute, bucket);
         let t = &mut self.totals;
         t.facts = t.facts.wrapping_add(bucket.facts);
+        t.unassessed = t.unassessed.wrapping_add(bucket.unassessed);
         t.hallucinated = t.hallucinated.wrapping_add(bucket.hallucinated);
         t.atomicity_violations = t.atomicity_violations.wrapping_add(bucket.non_atomic);
         if let Some(u) = &mut self.unflushed {
@@ -208,6 +212,15 @@ impl State {
         self.histograms.observe(fact);
         if let Some(u) = &mut self.unflushed {
             u.histograms.observe(fact);
+        }
+    }
+
+    /// Adds one fact whose quality is not known.
+    pub(crate) fn add_unassessed_fact(&mut self, minute: u64, cove: Option<CoveResult>) {
+        self.add_facts(minute, &FactBucket::unassessed(cove));
+        self.histograms.observe_cove(cove);
+        if let Some(u) = &mut self.unflushed {
+            u.histograms.observe_cove(cove);
         }
     }
 
@@ -239,6 +252,26 @@ impl State {
             };
             u.add_retention(minute, label, &delta);
         }
+    }
+
+    /// The locks held now, with the time each was taken.
+    pub(crate) fn held_locks(&self) -> Vec<(LockEvent, SystemTime)> {
+        self.locks
+            .held()
+            .map(|l| {
+                let event = LockEvent {
+                    name: l.name.clone(),
+                    holder: l.holder.clone(),
+                    pid: l.pid,
+                    host: l.host.clone(),
+                };
+                (event, l.acquired_at)
+            })
+            .collect()
+    }
+
+    pub(crate) fn checkpoint(&self, key: &str) -> Option<i64> {
+        self.checkpoints.get(key).copied()
     }
 
     /// Stops keeping changes for the store (after it is shut down).
@@ -362,6 +395,7 @@ impl State {
         self.tables = tables;
 
         self.cove = newer_cove(c.cove, u.cove);
+        self.checkpoints = c.checkpoints.into_iter().collect();
         self.locks.replace(c.locks);
         for ((name, holder), change) in &u.locks {
             self.locks.apply(name, holder, change.clone());

@@ -95,6 +95,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, holder)
     ) WITHOUT ROWID;
     ",
+    // 2: facts whose quality is not known; checkpoints of sources read exactly once.
+    "
+    ALTER TABLE fact_minutes ADD COLUMN unassessed INTEGER NOT NULL DEFAULT 0;
+    INSERT INTO counters (name) VALUES ('unassessed');
+
+    CREATE TABLE checkpoints (
+        key   TEXT PRIMARY KEY,
+        value INTEGER NOT NULL,
+        seq   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The histograms and their layouts, as stored in `histogram_buckets`.
@@ -259,6 +270,18 @@ impl StoreError {
     }
 }
 
+/// A position in a source read exactly once (a row id of an application's table, say), moved
+/// in the same transaction as the events read up to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Which source, e.g. `legacy:facts`.
+    pub key: String,
+    /// The value it holds now, as last read (`None`: it does not exist yet).
+    pub expected: Option<i64>,
+    /// The value to move it to.
+    pub value: i64,
+}
+
 /// Everything read back from the store: the window minutes stamped after the last read, and
 /// all of the small tables.
 #[derive(Debug, Default)]
@@ -271,6 +294,7 @@ pub(crate) struct Changes {
     pub(crate) tables: Vec<(TableLabel, RetentionBucket)>,
     pub(crate) cove: Option<(CoveConfig, SystemTime)>,
     pub(crate) locks: Vec<HeldLock>,
+    pub(crate) checkpoints: Vec<(String, i64)>,
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -471,19 +495,39 @@ impl Db {
         Ok(Some(changes))
     }
 
-    /// Writes `delta`, prunes window minutes at or before `prune` (facts, retention), and reads
-    /// back what changed, all in one transaction.
-    pub(crate) fn commit(
+    /// Moves each checkpoint from the value it is expected to hold to its new one, writes
+    /// `delta`, prunes window minutes at or before `prune`, and reads back what changed, all in
+    /// one transaction. If a checkpoint holds another value (another process moved it),
+    /// nothing is written and that checkpoint is returned.
+    pub(crate) fn commit_checked(
         &mut self,
         delta: &Delta,
+        checkpoints: &[Checkpoint],
         prune: (u64, u64),
-    ) -> Result<Changes, StoreError> {
+    ) -> Result<Result<Changes, Checkpoint>, StoreError> {
         let path = self.path.clone();
         let err = |e| StoreError::sqlite(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
+        for cp in checkpoints {
+            let moved = match cp.expected {
+                None => tx.execute(
+                    "INSERT INTO checkpoints (key, value, seq) VALUES (?1, ?2, 0) \
+                     ON CONFLICT (key) DO NOTHING",
+                    params![cp.key, cp.value],
+                ),
+                Some(expected) => tx.execute(
+                    "UPDATE checkpoints SET value = ?2 WHERE key = ?1 AND value = ?3",
+                    params![cp.key, cp.value, expected],
+                ),
+            }
+            .map_err(err)?;
+            if moved != 1 {
+                return Ok(Err(cp.clone()));
+            }
+        }
         let seq: i64 = tx
             .query_row(
                 "UPDATE meta SET value = value + 1 WHERE key = 'seq' RETURNING value",
@@ -505,7 +549,7 @@ impl Db {
         let changes = read_changes(&tx, self.seen.unwrap_or(0)).map_err(err)?;
         tx.commit().map_err(err)?;
         self.seen = Some(to_u64(seq));
-        Ok(changes)
+        Ok(Ok(changes))
     }
 }
 
@@ -519,8 +563,10 @@ fn current_seq(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
 fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
     let mut facts = tx.prepare_cached(
         "INSERT INTO fact_minutes (minute, facts, hallucinated, non_atomic, coverage_sum, \
-         cove_facts, confidence_sum, rounds_sum, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         cove_facts, confidence_sum, rounds_sum, seq, unassessed) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (minute) DO UPDATE SET facts = facts + excluded.facts, \
+         unassessed = unassessed + excluded.unassessed, \
          hallucinated = hallucinated + excluded.hallucinated, \
          non_atomic = non_atomic + excluded.non_atomic, \
          coverage_sum = coverage_sum + excluded.coverage_sum, \
@@ -538,7 +584,8 @@ fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
             to_i64(b.cove_facts),
             to_i64(b.confidence_sum),
             to_i64(b.rounds_sum),
-            seq
+            seq,
+            to_i64(b.unassessed)
         ])?;
     }
     let mut retention = tx.prepare_cached(
@@ -568,6 +615,7 @@ fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
     for (name, delta) in [
         ("transcriptions", d.totals.transcriptions),
         ("facts", d.totals.facts),
+        ("unassessed", d.totals.unassessed),
         ("digests", d.totals.digests),
         ("hallucinated", d.totals.hallucinated),
         ("atomicity_violations", d.totals.atomicity_violations),
@@ -661,7 +709,7 @@ fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
 
     let mut stmt = tx.prepare_cached(
         "SELECT minute, facts, hallucinated, non_atomic, coverage_sum, cove_facts, \
-         confidence_sum, rounds_sum FROM fact_minutes WHERE seq > ?1",
+         confidence_sum, rounds_sum, unassessed FROM fact_minutes WHERE seq > ?1",
     )?;
     c.facts = stmt
         .query_map([since], |r| {
@@ -669,6 +717,7 @@ fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
                 get(r, 0)?,
                 FactBucket {
                     facts: get(r, 1)?,
+                    unassessed: get(r, 8)?,
                     hallucinated: get(r, 2)?,
                     non_atomic: get(r, 3)?,
                     coverage_sum: get(r, 4)?,
@@ -704,6 +753,7 @@ fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
         match r.get_ref(0)?.as_str()? {
             "transcriptions" => t.transcriptions = value,
             "facts" => t.facts = value,
+            "unassessed" => t.unassessed = value,
             "digests" => t.digests = value,
             "hallucinated" => t.hallucinated = value,
             "atomicity_violations" => t.atomicity_violations = value,
@@ -770,6 +820,11 @@ fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
             },
         )
         .optional()?;
+
+    let mut stmt = tx.prepare_cached("SELECT key, value FROM checkpoints")?;
+    c.checkpoints = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
 
     let mut stmt =
         tx.prepare_cached("SELECT name, holder, pid, host, acquired_at_ns FROM locks")?;

@@ -6,7 +6,7 @@
 //! the current minute and the `len - 1` before it. Memory and the cost of reading a window
 //! depend on `len`, never on the number of events.
 
-use crate::event::Fact;
+use crate::event::{CoveResult, Fact};
 
 /// Minutes in the 24-hour window.
 pub const DAY_MINUTES: u64 = 24 * 60;
@@ -22,8 +22,11 @@ pub(crate) trait Bucket: Copy + Default + PartialEq {
 /// One minute of facts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FactBucket {
-    /// Facts recorded.
+    /// Facts recorded, assessed or not.
     pub facts: u64,
+    /// Facts whose quality (hallucination, atomicity, citation coverage) is not known; the
+    /// others are the sample count of the ratios and means.
+    pub unassessed: u64,
     /// Facts flagged as hallucinated.
     pub hallucinated: u64,
     /// Facts that were not atomic.
@@ -41,25 +44,46 @@ pub struct FactBucket {
 impl FactBucket {
     /// The bucket holding exactly one fact.
     pub(crate) fn of(fact: &Fact) -> Self {
-        let (cove_facts, confidence_sum, rounds_sum) = match fact.cove {
+        Self {
+            hallucinated: u64::from(fact.hallucinated),
+            non_atomic: u64::from(!fact.atomic),
+            coverage_sum: fact.citation_coverage.nanos(),
+            ..Self::cove(1, fact.cove)
+        }
+    }
+
+    /// The bucket holding one fact whose quality is not known.
+    pub(crate) fn unassessed(cove: Option<CoveResult>) -> Self {
+        Self {
+            unassessed: 1,
+            ..Self::cove(1, cove)
+        }
+    }
+
+    fn cove(facts: u64, cove: Option<CoveResult>) -> Self {
+        let (cove_facts, confidence_sum, rounds_sum) = match cove {
             Some(c) => (1, c.confidence.nanos(), u64::from(c.rounds.get())),
             None => (0, 0, 0),
         };
         Self {
-            facts: 1,
-            hallucinated: u64::from(fact.hallucinated),
-            non_atomic: u64::from(!fact.atomic),
-            coverage_sum: fact.citation_coverage.nanos(),
+            facts,
             cove_facts,
             confidence_sum,
             rounds_sum,
+            ..Self::default()
         }
+    }
+
+    /// Facts whose quality is known: the sample count of the ratios and means.
+    pub fn assessed(&self) -> u64 {
+        self.facts.wrapping_sub(self.unassessed)
     }
 }
 
 impl Bucket for FactBucket {
     fn add(&mut self, o: &Self) {
         self.facts = self.facts.wrapping_add(o.facts);
+        self.unassessed = self.unassessed.wrapping_add(o.unassessed);
         self.hallucinated = self.hallucinated.wrapping_add(o.hallucinated);
         self.non_atomic = self.non_atomic.wrapping_add(o.non_atomic);
         self.coverage_sum = self.coverage_sum.wrapping_add(o.coverage_sum);
@@ -70,6 +94,7 @@ impl Bucket for FactBucket {
 
     fn sub(&mut self, o: &Self) {
         self.facts = self.facts.wrapping_sub(o.facts);
+        self.unassessed = self.unassessed.wrapping_sub(o.unassessed);
         self.hallucinated = self.hallucinated.wrapping_sub(o.hallucinated);
         self.non_atomic = self.non_atomic.wrapping_sub(o.non_atomic);
         self.coverage_sum = self.coverage_sum.wrapping_sub(o.coverage_sum);
@@ -288,6 +313,7 @@ mod tests {
     fn buckets_add_and_subtract_exactly() {
         let a = FactBucket {
             facts: 3,
+            unassessed: 1,
             hallucinated: 1,
             non_atomic: 2,
             coverage_sum: 2_940_000_000,

@@ -328,6 +328,7 @@ fn docs_list_exactly_the_contract() {
         .iter()
         .chain(contract::STORE)
         .chain(contract::BRIDGE)
+        .chain(contract::LEGACY)
         .map(|m| (m.exported.to_owned(), m.kind.as_str().to_owned()))
         .collect();
     assert_eq!(documented, contract);

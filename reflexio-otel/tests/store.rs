@@ -3,8 +3,9 @@
 
 use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
-    Clock, CoveConfig, DurableError, Event, Fact, LockEvent, ManualClock, PrometheusPipeline,
-    RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind, StoreOptions,
+    Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, LockEvent, ManualClock,
+    PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind,
+    StoreOptions,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -885,4 +886,185 @@ fn declared_tables_stay_exported_after_reading_the_store() {
             "Table(Name(\"audio\"))"
         ]
     );
+}
+
+#[test]
+fn unassessed_facts_count_as_facts_but_not_as_quality_samples() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let r = open(&path, &clock);
+    let cove = CoveResult::new(0.6, 3).expect("valid");
+    r.record_fact(&fact(true));
+    r.record_fact(&fact(false));
+    r.record(Event::UnassessedFact { cove: None })
+        .expect("recorded");
+    r.record_durable(&[
+        (Event::UnassessedFact { cove: Some(cove) }, None),
+        (
+            Event::UnassessedFact { cove: None },
+            Some(clock.now() - HOUR),
+        ),
+    ])
+    .expect("committed");
+    for s in [r.snapshot(), {
+        r.flush().expect("flush");
+        open(&path, &clock).snapshot()
+    }] {
+        assert_eq!(s.totals.facts, 5);
+        assert_eq!(s.totals.unassessed, 3);
+        assert_eq!(s.facts_24h.facts, 5);
+        assert_eq!(s.facts_24h.assessed(), 2);
+        assert_eq!(s.facts_24h.hallucination_rate(), 0.5);
+        assert_eq!(s.facts_24h.citation_coverage(), 0.97);
+        // The CoVe result of an unassessed fact still counts.
+        assert_eq!(s.facts_24h.cove_facts, 3);
+        assert!((s.facts_24h.cove_avg_confidence() - (0.85 * 2.0 + 0.6) / 3.0).abs() < 1e-9);
+    }
+    let p = registered(&r);
+    let m = scraped(&p, "reflexio_");
+    assert_eq!(m["reflexio_facts_total"], 5.0);
+    assert_eq!(m["reflexio_assessed_facts_total"], 2.0);
+    assert_eq!(m["reflexio_facts_24h"], 5.0);
+    assert_eq!(m["reflexio_assessed_facts_24h"], 2.0);
+    assert_eq!(m["reflexio_hallucination_rate_24h"], 0.5);
+    assert_eq!(m["reflexio_citation_coverage_count"], 2.0);
+    assert_eq!(m["reflexio_cove_confidence_count"], 3.0);
+}
+
+fn checkpoint(key: &str, expected: Option<i64>, value: i64) -> Checkpoint {
+    Checkpoint {
+        key: key.to_owned(),
+        expected,
+        value,
+    }
+}
+
+#[test]
+fn checkpoints_move_with_their_batch_or_refuse_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let b = open(&path, &clock);
+    let rows = [(Event::Transcription, None), (Event::Digest, None)];
+    assert_eq!(a.checkpoint("legacy:transcriptions"), None);
+    a.record_durable_checked(&rows, vec![checkpoint("legacy:transcriptions", None, 2)])
+        .expect("committed");
+    assert_eq!(a.checkpoint("legacy:transcriptions"), Some(2));
+
+    // `b` read the checkpoint before `a` moved it: its batch is refused whole.
+    for stale in [None, Some(0)] {
+        assert_eq!(
+            b.record_durable_checked(&rows, vec![checkpoint("legacy:transcriptions", stale, 2)]),
+            Err(DurableError::CheckpointMoved {
+                key: "legacy:transcriptions".to_owned()
+            })
+        );
+    }
+    // A refused batch refuses nothing else: plain batches and other checkpoints go on.
+    b.record_durable(&[(Event::Transcription, None)])
+        .expect("committed");
+    assert_eq!(b.checkpoint("legacy:transcriptions"), Some(2));
+    b.record_durable_checked(
+        &rows,
+        vec![
+            checkpoint("legacy:transcriptions", Some(2), 4),
+            checkpoint("legacy:digests", None, 7),
+        ],
+    )
+    .expect("committed");
+    // Both checkpoints of one batch move together, or neither does.
+    assert_eq!(
+        a.record_durable_checked(
+            &rows,
+            vec![
+                checkpoint("legacy:digests", Some(7), 8),
+                checkpoint("legacy:transcriptions", Some(2), 5),
+            ],
+        ),
+        Err(DurableError::CheckpointMoved {
+            key: "legacy:transcriptions".to_owned()
+        })
+    );
+    a.flush().expect("flush");
+    assert_eq!(a.checkpoint("legacy:digests"), Some(7));
+    assert_eq!(a.checkpoint("legacy:transcriptions"), Some(4));
+    let s = open(&path, &clock).snapshot();
+    assert_eq!(s.totals.transcriptions, 3);
+    assert_eq!(s.totals.digests, 2);
+}
+
+#[test]
+fn checkpoints_need_a_store() {
+    let memory = Recorder::builder().without_upkeep_thread().build();
+    assert_eq!(
+        memory.record_durable_checked(&[], vec![checkpoint("k", None, 1)]),
+        Err(DurableError::NoStore)
+    );
+    assert_eq!(memory.checkpoint("k"), None);
+}
+
+#[test]
+fn a_store_written_by_the_first_release_is_upgraded_in_place() {
+    // Written by the first release (schema 1): at START, 10 facts at coverage 0.9 (2
+    // hallucinated, all verified at 0.8 in 2 rounds), 3 transcriptions, one retention run on
+    // `facts` deleting 5.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v1.db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    std::fs::copy(fixture, &path).expect("copy");
+    let clock = clock();
+    clock.advance(HOUR);
+    let r = open(&path, &clock);
+    let s = r.snapshot();
+    assert_eq!(r.store_health().expect("store").last_error, None);
+    assert_eq!(s.totals.facts, 10);
+    assert_eq!(s.totals.unassessed, 0);
+    assert_eq!(s.totals.transcriptions, 3);
+    assert_eq!(s.facts_24h.assessed(), 10);
+    assert_eq!(s.facts_24h.hallucination_rate(), 0.2);
+    assert_eq!(s.facts_24h.citation_coverage(), 0.9);
+    assert_eq!(s.facts_24h.cove_avg_confidence(), 0.8);
+    assert_eq!(s.retention_7d.deleted_records, 5);
+    assert_eq!(s.histograms.coverage.count(), 10);
+
+    // The upgraded store takes what schema 2 added.
+    r.record_durable_checked(
+        &[(Event::UnassessedFact { cove: None }, None)],
+        vec![checkpoint("legacy:facts", None, 1)],
+    )
+    .expect("committed");
+    r.shutdown().expect("shutdown");
+    let s = open(&path, &clock).snapshot();
+    assert_eq!((s.totals.facts, s.totals.unassessed), (11, 1));
+    assert_eq!(s.facts_24h.hallucination_rate(), 0.2);
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 2);
+}
+
+#[test]
+fn held_locks_list_every_process_s_locks_with_their_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let taken = clock.now() - HOUR;
+    let mut lock = LockEvent::new("digest", "lockfile").expect("valid");
+    lock.pid = Some(4242);
+    a.record_durable(&[(Event::LockAcquired(lock.clone()), Some(taken))])
+        .expect("committed");
+    let b = open(&path, &clock);
+    let _guard = b
+        .acquire_lock(LockEvent::new("retention", "cron").expect("valid"))
+        .expect("acquired");
+    let mut held = b.held_locks();
+    held.sort_by(|x, y| x.0.name.as_str().cmp(y.0.name.as_str()));
+    assert_eq!(held.len(), 2);
+    assert_eq!(held[0], (lock, taken));
+    assert_eq!(held[1].0.name.as_str(), "retention");
+    assert_eq!(held[1].0.pid, Some(std::process::id()));
 }

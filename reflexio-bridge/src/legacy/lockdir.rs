@@ -1,0 +1,177 @@
+//! The application's lock directory: a lock `{name}` is held while the file `{name}.pid`
+//! exists, by the process whose id the file holds, since the file's modification time.
+//!
+//! Each poll compares the files with the locks the recorder holds for them (holder
+//! [`HOLDER`]) and records the difference — a new file is a lock taken, a file gone a lock
+//! released, a file rewritten (another process id or modification time) a lock taken anew — so
+//! a restarted bridge picks up where the last one left off. The recorder counts a lock as stale when it is older than the threshold, or when
+//! its process is not alive on this host: the bridge must see the application's processes
+//! (same host, or same PID namespace in containers).
+
+use reflexio_otel::{DurableError, Event, LockEvent, Name, Recorder};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The holder name of locks read from lock files.
+pub const HOLDER: &str = "pidfile";
+
+/// Why the lock directory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LockDirError {
+    /// Listing the directory failed (it exists but cannot be read).
+    #[error("cannot read the lock directory {path}: {source}")]
+    Read {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The locks could not be recorded.
+    #[error("cannot record the locks of {path}: {source}")]
+    Store {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: DurableError,
+    },
+}
+
+/// A lock file's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockFile {
+    pid: Option<u32>,
+    since: SystemTime,
+}
+
+/// What one poll found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LockDirCounts {
+    /// Lock files present.
+    pub files: u64,
+    /// Files whose name or contents are not a lock name and a process id.
+    pub invalid: u64,
+}
+
+/// Follows one lock directory.
+#[derive(Debug)]
+pub struct LockDir {
+    dir: PathBuf,
+    holder: Name,
+    /// The invalid files already reported, so the log says each once.
+    reported: std::collections::HashSet<PathBuf>,
+}
+
+impl LockDir {
+    /// Follows `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.into(),
+            holder: Name::new(HOLDER).unwrap_or_else(|_| unreachable!("a valid name")),
+            reported: Default::default(),
+        }
+    }
+
+    /// The lock files now, by lock name. A missing directory holds no locks.
+    fn read(
+        &mut self,
+        counts: &mut LockDirCounts,
+    ) -> Result<BTreeMap<Name, LockFile>, LockDirError> {
+        let err = |source| LockDirError::Read {
+            path: self.dir.clone(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut files = BTreeMap::new();
+        for entry in entries {
+            let path = entry.map_err(err)?.path();
+            if path.extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            // Released between the listing and now: not held.
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            counts.files += 1;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| Name::new(s).ok());
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .filter(|pid| *pid > 0);
+            if name.is_none() || pid.is_none() {
+                counts.invalid += 1;
+                if self.reported.insert(path.clone()) {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "lock file without a valid name or process id; {}",
+                        if name.is_some() { "counted as held, never by a dead process" } else { "ignored" }
+                    );
+                }
+            }
+            let Some(name) = name else { continue };
+            let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
+            files.insert(name, LockFile { pid, since });
+        }
+        Ok(files)
+    }
+
+    /// Reads the directory and records what changed since the recorder last saw it.
+    pub fn poll(&mut self, recorder: &Recorder) -> Result<LockDirCounts, LockDirError> {
+        let mut counts = LockDirCounts::default();
+        let files = self.read(&mut counts)?;
+        let held: BTreeMap<Name, (Option<u32>, SystemTime)> = recorder
+            .held_locks()
+            .into_iter()
+            .filter(|(lock, _)| lock.holder == self.holder)
+            .map(|(lock, at)| (lock.name, (lock.pid, at)))
+            .collect();
+        let now = SystemTime::now();
+        let release = |name: &Name| {
+            let lock = LockEvent {
+                name: name.clone(),
+                holder: self.holder.clone(),
+                pid: None,
+                host: None,
+            };
+            (Event::LockReleased(lock), None)
+        };
+        let mut batch = Vec::new();
+        for (name, file) in &files {
+            match held.get(name) {
+                // Unchanged (a time ahead of the clock was recorded as now: the pid decides).
+                Some((pid, at)) if *pid == file.pid && (*at == file.since || file.since > now) => {
+                    continue;
+                }
+                // Taken again, by the same process or another: released, then acquired anew.
+                Some(_) => batch.push(release(name)),
+                None => {}
+            }
+            let mut lock = LockEvent::for_this_process(name.as_str(), HOLDER)
+                .unwrap_or_else(|_| unreachable!("valid names"));
+            lock.pid = file.pid;
+            batch.push((Event::LockAcquired(lock), Some(file.since.min(now))));
+        }
+        for name in held.keys().filter(|name| !files.contains_key(*name)) {
+            batch.push(release(name));
+        }
+        if !batch.is_empty() {
+            recorder
+                .record_durable(&batch)
+                .map_err(|source| LockDirError::Store {
+                    path: self.dir.clone(),
+                    source,
+                })?;
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,181 @@
+//! Timestamps as Reflexio's database holds them, turned into instants.
+//!
+//! The app writes several formats into the same columns:
+//!
+//! - ISO 8601 with an offset or `Z` (`2026-02-06T21:38:15.637037+00:00`): that instant;
+//! - ISO 8601 without an offset (`2026-02-06T21:38:15.637037`): local time;
+//! - `YYYY-MM-DD HH:MM:SS[.ffffff]` without an offset (Python's `str(datetime)`): local time;
+//! - SQLite's `CURRENT_TIMESTAMP` (`2026-02-06 21:38:15`, always UTC), the default of columns
+//!   declared `DEFAULT CURRENT_TIMESTAMP`.
+//!
+//! Local time is read in the configured zone (`--legacy-tz`, by default the system's). The last
+//! two formats share a shape, so the bridge tells them apart by the column: in a column whose
+//! declared default is `CURRENT_TIMESTAMP`, a value of exactly `YYYY-MM-DD HH:MM:SS` (no
+//! fraction) is UTC; any other value without an offset, and every such value in other columns,
+//! is local. Integers and reals are Unix seconds. A date alone is its local midnight.
+
+use jiff::civil::Time;
+use jiff::fmt::temporal::Pieces;
+use jiff::tz::{Offset, TimeZone};
+use rusqlite::types::ValueRef;
+use std::time::SystemTime;
+
+/// Why a timestamp could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadTimestamp {
+    /// The column is NULL.
+    Null,
+    /// Not a time in any of the known formats (or out of range).
+    Unparseable,
+}
+
+/// Reads the timestamps of one column.
+#[derive(Debug, Clone)]
+pub(crate) struct TimestampColumn {
+    zone: TimeZone,
+    /// The column's declared default is `CURRENT_TIMESTAMP`.
+    defaults_to_utc: bool,
+}
+
+impl TimestampColumn {
+    pub(crate) fn new(zone: TimeZone, defaults_to_utc: bool) -> Self {
+        Self {
+            zone,
+            defaults_to_utc,
+        }
+    }
+
+    /// The instant `value` stands for.
+    pub(crate) fn read(&self, value: ValueRef<'_>) -> Result<SystemTime, BadTimestamp> {
+        let ts = match value {
+            ValueRef::Null => return Err(BadTimestamp::Null),
+            ValueRef::Integer(secs) => jiff::Timestamp::from_second(secs).ok(),
+            ValueRef::Real(secs) if secs.is_finite() => {
+                jiff::Timestamp::from_microsecond((secs * 1e6).round() as i64).ok()
+            }
+            ValueRef::Real(_) | ValueRef::Blob(_) => None,
+            ValueRef::Text(text) => self.read_text(text.trim_ascii()),
+        };
+        ts.and_then(|ts| SystemTime::try_from(ts).ok())
+            .ok_or(BadTimestamp::Unparseable)
+    }
+
+    fn read_text(&self, text: &[u8]) -> Option<jiff::Timestamp> {
+        let pieces = Pieces::parse(text).ok()?;
+        let datetime = pieces
+            .date()
+            .to_datetime(pieces.time().unwrap_or(Time::midnight()));
+        match pieces.offset() {
+            Some(offset) => offset.to_numeric_offset().to_timestamp(datetime).ok(),
+            None if self.defaults_to_utc && is_current_timestamp(text) => {
+                Offset::UTC.to_timestamp(datetime).ok()
+            }
+            None => self.zone.to_ambiguous_timestamp(datetime).compatible().ok(),
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, the shape of SQLite's `CURRENT_TIMESTAMP`.
+fn is_current_timestamp(text: &[u8]) -> bool {
+    text.len() == 19 && text[10] == b' '
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> SystemTime {
+        SystemTime::try_from(rfc3339.parse::<jiff::Timestamp>().expect("valid")).expect("range")
+    }
+
+    fn read(column: &TimestampColumn, text: &str) -> Result<SystemTime, BadTimestamp> {
+        column.read(ValueRef::Text(text.as_bytes()))
+    }
+
+    #[test]
+    fn every_format_the_app_writes_is_read() {
+        let moscow = TimeZone::get("Europe/Moscow").expect("zone"); // UTC+3, no DST
+        let plain = TimestampColumn::new(moscow.clone(), false);
+        let defaulted = TimestampColumn::new(moscow, true);
+        for column in [&plain, &defaulted] {
+            // With an offset: that instant, whatever the zone.
+            assert_eq!(
+                read(column, "2026-02-06T21:38:15.637037+00:00"),
+                Ok(at("2026-02-06T21:38:15.637037Z"))
+            );
+            assert_eq!(
+                read(column, "2026-02-06T21:38:15Z"),
+                Ok(at("2026-02-06T21:38:15Z"))
+            );
+            assert_eq!(
+                read(column, "2026-02-06T23:38:15-02:00"),
+                Ok(at("2026-02-07T01:38:15Z"))
+            );
+            // Local time: ISO without an offset, and Python's str(datetime) with a fraction.
+            assert_eq!(
+                read(column, "2026-02-06T21:38:15.5"),
+                Ok(at("2026-02-06T18:38:15.5Z"))
+            );
+            assert_eq!(
+                read(column, "2026-02-06 21:38:15.637037"),
+                Ok(at("2026-02-06T18:38:15.637037Z"))
+            );
+            assert_eq!(read(column, "2026-02-06"), Ok(at("2026-02-05T21:00:00Z")));
+            // Unix seconds.
+            assert_eq!(
+                column.read(ValueRef::Integer(1_770_413_895)),
+                Ok(at("2026-02-06T21:38:15Z"))
+            );
+            assert_eq!(
+                column.read(ValueRef::Real(1_770_413_895.25)),
+                Ok(at("2026-02-06T21:38:15.25Z"))
+            );
+            assert_eq!(column.read(ValueRef::Null), Err(BadTimestamp::Null));
+            for bad in [
+                "",
+                "yesterday",
+                "2026-02-30 10:00:00",
+                "2026-02-06 25:00:00",
+                "06/02/2026",
+            ] {
+                assert_eq!(read(column, bad), Err(BadTimestamp::Unparseable), "{bad}");
+            }
+            assert_eq!(
+                column.read(ValueRef::Blob(b"2026-02-06")),
+                Err(BadTimestamp::Unparseable)
+            );
+            assert_eq!(
+                column.read(ValueRef::Real(f64::NAN)),
+                Err(BadTimestamp::Unparseable)
+            );
+        }
+        // CURRENT_TIMESTAMP's shape: UTC in a column that defaults to it, local elsewhere.
+        assert_eq!(
+            read(&defaulted, "2026-02-06 21:38:15"),
+            Ok(at("2026-02-06T21:38:15Z"))
+        );
+        assert_eq!(
+            read(&plain, "2026-02-06 21:38:15"),
+            Ok(at("2026-02-06T18:38:15Z"))
+        );
+    }
+
+    #[test]
+    fn local_times_follow_daylight_saving_time() {
+        let new_york =
+            TimestampColumn::new(TimeZone::get("America/New_York").expect("zone"), false);
+        assert_eq!(
+            read(&new_york, "2026-01-15 12:00:00"),
+            Ok(at("2026-01-15T17:00:00Z"))
+        );
+        assert_eq!(
+            read(&new_york, "2026-07-15 12:00:00"),
+            Ok(at("2026-07-15T16:00:00Z"))
+        );
+        // 02:30 does not exist on 2026-03-08 (clocks jump from 2:00 to 3:00): read as 03:30 EDT.
+        assert_eq!(
+            read(&new_york, "2026-03-08 02:30:00"),
+            Ok(at("2026-03-08T07:30:00Z"))
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! `serve`: the recorder on its store, the HTTP server, the OTLP push, the demo workload and the
+//! legacy poller, started together and stopped gracefully on SIGTERM or SIGINT.
+
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::telemetry::Telemetry;
+use crate::{demo, http, legacy};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use reflexio_otel::{Recorder, StoreOptions};
+use std::sync::Arc;
+
+/// The tables Reflexio's retention jobs clean.
+const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
+
+/// The recorder on the configured store: what `serve` and `import` both write through.
+pub(crate) fn recorder(config: &Config) -> anyhow::Result<Recorder> {
+    Ok(Recorder::builder()
+        // The tables Reflexio's retention jobs clean: their series exist before any run, so
+        // alerts see even the first failed one.
+        .tables(RETENTION_TABLES)?
+        .stale_lock_after(config.stale_lock_after)
+        .max_future_skew(legacy::MAX_AHEAD)
+        .store(StoreOptions::new(&config.store).flush_interval(config.flush_interval))
+        .build())
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(args, |var| std::env::var(var).ok())?;
+    log_settings(&config);
+    // Built before any async runtime starts: the OTLP/HTTP client blocks.
+    let telemetry = Telemetry::new(config.otlp.as_ref())?;
+    let recorder = recorder(&config)?;
+    if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
+        tracing::error!(error = %e, "serving from memory until the store can be written");
+    }
+    recorder.register(&telemetry.meter());
+    let demo = if config.demo {
+        Some(demo::Demo::start(recorder.clone())?)
+    } else {
+        None
+    };
+    let poller = match &config.legacy {
+        Some(settings) => {
+            let stats = Arc::new(legacy::LegacyStats::default());
+            stats.register(&telemetry.meter(), settings);
+            Some(legacy::Poller::start(
+                settings.clone(),
+                recorder.clone(),
+                stats,
+            )?)
+        }
+        None => None,
+    };
+
+    let state = web::Data::new(http::AppState {
+        recorder: recorder.clone(),
+        registry: telemetry.registry.clone(),
+        token: config.token.clone(),
+        public_metrics: config.public_metrics,
+        body_limit: config.body_limit,
+        stats: telemetry.stats.clone(),
+    });
+    actix_web::rt::System::new().block_on(serve(&config, state))?;
+
+    // Requests in flight are done; write what is left and push a last time.
+    drop(demo);
+    drop(poller);
+    match recorder.shutdown() {
+        Ok(()) => tracing::info!("store flushed"),
+        Err(e) => tracing::error!(error = %e, "the final write to the store failed"),
+    }
+    telemetry.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn log_settings(config: &Config) {
+    tracing::info!(store = %config.store.display(), flush_interval = %humantime::format_duration(config.flush_interval), "store");
+    match (&config.token, config.public_metrics) {
+        (Some(_), false) => tracing::info!("bearer token required for ingest and scraping"),
+        (Some(_), true) => tracing::info!("bearer token required for ingest; scraping is public"),
+        (None, _) if config.insecure_no_auth => {
+            tracing::warn!("no authentication (--insecure-no-auth)")
+        }
+        (None, _) => tracing::info!("no authentication (loopback only)"),
+    }
+    tracing::info!(
+        body_limit = config.body_limit,
+        "largest accepted ingest body, in bytes"
+    );
+    tracing::info!(stale_lock_after = %humantime::format_duration(config.stale_lock_after), "stale lock threshold");
+    match &config.otlp {
+        Some(o) => tracing::info!(
+            endpoint = %o.endpoint,
+            protocol = o.protocol.as_str(),
+            interval = %humantime::format_duration(o.interval),
+            "OTLP push"
+        ),
+        None => tracing::info!("OTLP push off (no endpoint configured)"),
+    }
+    if config.demo {
+        tracing::info!("demo workload on");
+    }
+    if let Some(legacy) = &config.legacy {
+        if let Some(db) = &legacy.db {
+            tracing::info!(db = %db.display(), zone = legacy.zone.iana_name().unwrap_or("(system)"), "following an application database (read-only)");
+        }
+        if let Some(dir) = &legacy.lock_dir {
+            tracing::info!(dir = %dir.display(), "following a lock directory");
+        }
+        tracing::info!(poll_interval = %humantime::format_duration(legacy.poll_interval), "legacy poll interval");
+    }
+}
+
+async fn serve(config: &Config, state: web::Data<http::AppState>) -> anyhow::Result<()> {
+    // Before anything announces the server: a signal arriving earlier must stop it gracefully.
+    let stop = stop_signal()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics/prometheus", web::get().to(http::metrics))
+            .route("/healthz", web::get().to(http::healthz))
+            .route("/readyz", web::get().to(http::readyz))
+            .route("/v1/events", web::post().to(http::ingest))
+            .default_service(web::to(http::not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(30)
+    .bind(config.listen)
+    .with_context(|| format!("cannot listen on {}", config.listen))?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "listening");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let signal = stop.await;
+        tracing::info!(
+            signal,
+            "stopping: refusing new connections, finishing requests in flight"
+        );
+        handle.stop(true).await;
+    });
+    server.await.context("the HTTP server failed")
+}
+
+/// Listens for SIGTERM and SIGINT now; the future resolves when one arrives.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}

@@ -1,0 +1,1107 @@
+//! Following an existing deployment: fixture databases written as the Python app writes them
+//! (every timestamp format, missing tables and columns, NULLs and invalid values, rows deleted
+//! by the app, a writer holding its lock), followed by the real bridge, and the scraped values
+//! compared with values computed from the fixture's own records of what it wrote.
+
+mod common;
+
+use common::{BIN, Bridge, eventually};
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use rusqlite::Connection;
+use rusqlite::types::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// UTC+05:30 all year: a misread zone shows as a 5.5-hour shift.
+const ZONE: &str = "Asia/Kolkata";
+const POLL: &str = "100ms";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn hours(h: f64) -> SignedDuration {
+    SignedDuration::from_secs_f64(h * 3600.0)
+}
+
+/// Ages chosen so that reading a time in the wrong zone moves the row across a window edge.
+fn ages() -> Vec<SignedDuration> {
+    vec![
+        SignedDuration::from_mins(10),
+        hours(2.0),
+        hours(20.0),
+        hours(23.5),
+        hours(30.0),
+        hours(72.0),
+        hours(7.0 * 24.0 - 3.0),
+        hours(7.0 * 24.0 + 3.0),
+        hours(8.0 * 24.0),
+    ]
+}
+
+/// How a row's time is written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    /// `2026-02-06T21:38:15.637037+05:30`
+    Offset,
+    /// `2026-02-06T21:38:15.637037`, local.
+    IsoLocal,
+    /// `2026-02-06 21:38:15.637037`, local (Python's `str(datetime)`).
+    SpaceLocal,
+    /// `2026-02-06 21:38:15`, UTC: SQLite's `CURRENT_TIMESTAMP` (in its default columns only).
+    CurrentTimestamp,
+    /// `2026-02-06 21:38:15`, local: the same shape in a column without that default.
+    SecondsLocal,
+}
+
+/// A row's time as written: a format, or something that is no time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    At(SignedDuration, Format),
+    Null,
+    Garbage,
+    /// Three hours ahead, offset included: no zone makes it valid.
+    Future,
+}
+
+impl When {
+    fn value(self, now: Timestamp) -> Value {
+        let zone = TimeZone::get(ZONE).expect("zone");
+        match self {
+            When::At(age, format) => {
+                let at = now - age;
+                let (tz, pattern) = match format {
+                    Format::Offset => (zone, "%Y-%m-%dT%H:%M:%S%.6f%:z"),
+                    Format::IsoLocal => (zone, "%Y-%m-%dT%H:%M:%S%.6f"),
+                    Format::SpaceLocal => (zone, "%Y-%m-%d %H:%M:%S%.6f"),
+                    Format::CurrentTimestamp => (TimeZone::UTC, "%Y-%m-%d %H:%M:%S"),
+                    Format::SecondsLocal => (zone, "%Y-%m-%d %H:%M:%S"),
+                };
+                Value::Text(at.to_zoned_datetime(tz).strftime(pattern).to_string())
+            }
+            When::Null => Value::Null,
+            When::Garbage => Value::Text("last Tuesday".into()),
+            When::Future => Value::Text((now + hours(3.0)).to_string()),
+        }
+    }
+
+    /// Recorded by the bridge: a time, within the last 7 days.
+    fn recorded(self) -> bool {
+        matches!(self, When::At(age, _) if age <= hours(7.0 * 24.0))
+    }
+
+    fn in_24h(self) -> bool {
+        matches!(self, When::At(age, _) if age < hours(24.0))
+    }
+
+    fn bad(self) -> bool {
+        !matches!(self, When::At(..))
+    }
+}
+
+/// A fact row: its time, quality and CoVe columns as written, and what the bridge should make
+/// of them.
+#[derive(Debug, Clone)]
+struct FactRow {
+    when: When,
+    columns: [Value; 5],
+    /// (hallucinated, atomic, coverage) if assessed.
+    quality: Option<(bool, bool, f64)>,
+    /// (confidence, rounds) if verified.
+    cove: Option<(f64, u32)>,
+    invalid: u64,
+}
+
+fn fact_row(when: When, variant: usize) -> FactRow {
+    use Value::{Integer as I, Null as N, Real as R, Text as T};
+    let (columns, quality, cove, invalid) = match variant % 6 {
+        0 => (
+            [I(0), I(1), R(0.98), R(0.9), I(2)],
+            Some((false, true, 0.98)),
+            Some((0.9, 2)),
+            0,
+        ),
+        1 => (
+            [I(1), I(0), R(0.5), N, N],
+            Some((true, false, 0.5)),
+            None,
+            0,
+        ),
+        // No quality known, but a CoVe result.
+        2 => ([N, N, N, R(0.7), I(1)], None, Some((0.7, 1)), 0),
+        // A coverage of 1.5: the fact is not assessed.
+        3 => ([I(0), I(1), R(1.5), R(0.8), I(3)], None, Some((0.8, 3)), 1),
+        // Zero rounds: no CoVe result.
+        4 => (
+            [I(0), I(1), R(0.91), R(0.6), I(0)],
+            Some((false, true, 0.91)),
+            None,
+            1,
+        ),
+        // Flags and numbers as text.
+        _ => (
+            [T("false".into()), T("1".into()), T("0.95".into()), N, N],
+            Some((false, true, 0.95)),
+            None,
+            0,
+        ),
+    };
+    FactRow {
+        when,
+        columns,
+        quality,
+        cove,
+        invalid,
+    }
+}
+
+/// A retention_audit_log row and what it should count as.
+#[derive(Debug, Clone)]
+struct RetentionRow {
+    when: When,
+    table: Value,
+    record_count: Value,
+    dry_run: Value,
+    error: Value,
+    label: &'static str,
+    deleted: u64,
+    invalid: u64,
+}
+
+/// The application's database, and a record of everything written into it.
+struct App {
+    path: PathBuf,
+    conn: Connection,
+    now: Timestamp,
+    facts: Vec<FactRow>,
+    transcriptions: Vec<When>,
+    digests: Vec<When>,
+    retention: Vec<RetentionRow>,
+    ids: u64,
+}
+
+const FULL_SCHEMA: &str = "
+    CREATE TABLE transcriptions (
+        id TEXT PRIMARY KEY, audio_path TEXT, text TEXT,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    );
+    CREATE TABLE facts (
+        id TEXT PRIMARY KEY, transcription_id TEXT, content TEXT,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        is_hallucination INTEGER, is_atomic INTEGER, citation_coverage REAL,
+        cove_confidence REAL, cove_verification_rounds INTEGER
+    );
+    CREATE TABLE digests (id TEXT PRIMARY KEY, date TEXT, content TEXT, created_at TEXT);
+    CREATE TABLE retention_audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, table_name TEXT, operation TEXT,
+        record_count INTEGER, executed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        dry_run INTEGER, error_message TEXT
+    );
+";
+
+impl App {
+    fn create(dir: &Path, schema: &str) -> App {
+        let path = dir.join("reflexio.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(schema).expect("schema");
+        App {
+            path,
+            conn,
+            now: Timestamp::now(),
+            facts: Vec::new(),
+            transcriptions: Vec::new(),
+            digests: Vec::new(),
+            retention: Vec::new(),
+            ids: 0,
+        }
+    }
+
+    /// The age of a row written at this very moment (negative: `now` is when the app began).
+    fn just_now(&self) -> SignedDuration {
+        self.now.duration_since(Timestamp::now())
+    }
+
+    fn id(&mut self) -> String {
+        self.ids += 1;
+        format!("id-{:08}", self.ids)
+    }
+
+    fn add_fact(&mut self, row: FactRow) {
+        let id = self.id();
+        let [h, a, c, conf, rounds] = row.columns.clone();
+        self.conn
+            .execute(
+                "INSERT INTO facts (id, content, created_at, is_hallucination, is_atomic, \
+                 citation_coverage, cove_confidence, cove_verification_rounds) \
+                 VALUES (?1, 'a fact', ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![id, row.when.value(self.now), h, a, c, conf, rounds],
+            )
+            .expect("insert fact");
+        self.facts.push(row);
+    }
+
+    fn add_transcription(&mut self, when: When) {
+        let id = self.id();
+        self.conn
+            .execute(
+                "INSERT INTO transcriptions (id, text, created_at) VALUES (?1, 'hello', ?2)",
+                rusqlite::params![id, when.value(self.now)],
+            )
+            .expect("insert transcription");
+        self.transcriptions.push(when);
+    }
+
+    fn add_digest(&mut self, when: When) {
+        let id = self.id();
+        self.conn
+            .execute(
+                "INSERT INTO digests (id, date, content, created_at) VALUES (?1, '2026-02-06', 'd', ?2)",
+                rusqlite::params![id, when.value(self.now)],
+            )
+            .expect("insert digest");
+        self.digests.push(when);
+    }
+
+    fn add_retention(&mut self, row: RetentionRow) {
+        self.conn
+            .execute(
+                "INSERT INTO retention_audit_log (table_name, operation, record_count, \
+                 executed_at, dry_run, error_message) VALUES (?1, 'delete', ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    row.table,
+                    row.record_count,
+                    row.when.value(self.now),
+                    row.dry_run,
+                    row.error
+                ],
+            )
+            .expect("insert retention");
+        self.retention.push(row);
+    }
+
+    /// Every kind of row the app writes, in every format, at every age.
+    fn fill(&mut self) {
+        let formats = [
+            Format::Offset,
+            Format::IsoLocal,
+            Format::SpaceLocal,
+            Format::CurrentTimestamp,
+        ];
+        let mut variant = 0;
+        for age in ages() {
+            for format in formats {
+                self.add_fact(fact_row(When::At(age, format), variant));
+                variant += 1;
+                self.add_transcription(When::At(age, format));
+                // digests.created_at has no CURRENT_TIMESTAMP default: that shape is local.
+                let digest_format = match format {
+                    Format::CurrentTimestamp => Format::SecondsLocal,
+                    other => other,
+                };
+                self.add_digest(When::At(age, digest_format));
+            }
+        }
+        for (i, bad) in [When::Null, When::Garbage, When::Future]
+            .into_iter()
+            .enumerate()
+        {
+            self.add_fact(fact_row(bad, i));
+            self.add_transcription(bad);
+            self.add_digest(bad);
+        }
+        // The column default: SQLite's CURRENT_TIMESTAMP now.
+        self.conn
+            .execute(
+                "INSERT INTO transcriptions (id, text) VALUES ('by-default', 'x')",
+                [],
+            )
+            .expect("insert");
+        self.transcriptions
+            .push(When::At(SignedDuration::ZERO, Format::CurrentTimestamp));
+
+        use Value::{Integer as I, Null as N, Text as T};
+        let at = |h: f64, f| When::At(hours(h), f);
+        let rows = [
+            (
+                at(1.0, Format::CurrentTimestamp),
+                T("facts".into()),
+                I(10),
+                I(0),
+                N,
+                "facts",
+                10,
+                0,
+            ),
+            // A dry run deletes nothing.
+            (
+                at(2.0, Format::Offset),
+                T("facts".into()),
+                I(5),
+                I(1),
+                N,
+                "facts",
+                0,
+                0,
+            ),
+            (
+                at(72.0, Format::SpaceLocal),
+                T("digests".into()),
+                I(3),
+                I(0),
+                T("database is locked".into()),
+                "digests",
+                3,
+                0,
+            ),
+            // No table name: counted under `unknown`.
+            (at(5.0, Format::IsoLocal), N, I(2), I(0), N, "unknown", 2, 1),
+            // dry_run NULL is not 0: its deletions do not count.
+            (
+                at(6.0 * 24.0, Format::Offset),
+                T("transcriptions".into()),
+                N,
+                N,
+                N,
+                "transcriptions",
+                0,
+                1,
+            ),
+            (
+                at(1.0, Format::Offset),
+                T("facts".into()),
+                I(-4),
+                I(0),
+                N,
+                "facts",
+                0,
+                1,
+            ),
+            // Just inside the 7 days in UTC; outside if misread as local time.
+            (
+                at(7.0 * 24.0 - 3.0, Format::CurrentTimestamp),
+                T("audio".into()),
+                I(8),
+                I(0),
+                T("".into()),
+                "audio",
+                8,
+                0,
+            ),
+            (
+                at(8.0 * 24.0, Format::Offset),
+                T("facts".into()),
+                I(7),
+                I(0),
+                N,
+                "facts",
+                7,
+                0,
+            ),
+            (
+                When::Garbage,
+                T("facts".into()),
+                I(1),
+                I(0),
+                N,
+                "facts",
+                1,
+                0,
+            ),
+        ];
+        for (when, table, record_count, dry_run, error, label, deleted, invalid) in rows {
+            self.add_retention(RetentionRow {
+                when,
+                table,
+                record_count,
+                dry_run,
+                error,
+                label,
+                deleted,
+                invalid,
+            });
+        }
+    }
+
+    /// The values the bridge should export, computed from what was written.
+    fn expected(&self) -> BTreeMap<String, f64> {
+        let mut e = BTreeMap::new();
+        let recorded: Vec<&FactRow> = self.facts.iter().filter(|f| f.when.recorded()).collect();
+        let day: Vec<&FactRow> = recorded
+            .iter()
+            .copied()
+            .filter(|f| f.when.in_24h())
+            .collect();
+        let assessed_day: Vec<(bool, bool, f64)> = day.iter().filter_map(|f| f.quality).collect();
+        let cove_day: Vec<(f64, u32)> = day.iter().filter_map(|f| f.cove).collect();
+        let n = |v: usize| v as f64;
+        let mean = |sum: f64, count: usize| if count == 0 { 0.0 } else { sum / count as f64 };
+        e.insert("reflexio_facts_total".into(), n(recorded.len()));
+        e.insert(
+            "reflexio_assessed_facts_total".into(),
+            n(recorded.iter().filter(|f| f.quality.is_some()).count()),
+        );
+        e.insert(
+            "reflexio_hallucinated_facts_total".into(),
+            n(recorded
+                .iter()
+                .filter(|f| f.quality.is_some_and(|q| q.0))
+                .count()),
+        );
+        e.insert("reflexio_facts_24h".into(), n(day.len()));
+        e.insert("reflexio_assessed_facts_24h".into(), n(assessed_day.len()));
+        e.insert(
+            "reflexio_hallucination_rate_24h".into(),
+            mean(
+                n(assessed_day.iter().filter(|q| q.0).count()),
+                assessed_day.len(),
+            ),
+        );
+        e.insert(
+            "reflexio_citation_coverage_24h".into(),
+            mean(assessed_day.iter().map(|q| q.2).sum(), assessed_day.len()),
+        );
+        e.insert(
+            "reflexio_atomicity_violations_24h".into(),
+            n(assessed_day.iter().filter(|q| !q.1).count()),
+        );
+        e.insert("reflexio_cove_verified_facts_24h".into(), n(cove_day.len()));
+        e.insert(
+            "reflexio_cove_avg_confidence_24h".into(),
+            mean(cove_day.iter().map(|c| c.0).sum(), cove_day.len()),
+        );
+        e.insert(
+            "reflexio_cove_avg_verification_rounds_24h".into(),
+            mean(
+                cove_day.iter().map(|c| f64::from(c.1)).sum(),
+                cove_day.len(),
+            ),
+        );
+        e.insert(
+            "reflexio_citation_coverage_count".into(),
+            n(recorded.iter().filter(|f| f.quality.is_some()).count()),
+        );
+        e.insert(
+            "reflexio_transcriptions_total".into(),
+            n(self.transcriptions.iter().filter(|w| w.recorded()).count()),
+        );
+        e.insert(
+            "reflexio_digests_total".into(),
+            n(self.digests.iter().filter(|w| w.recorded()).count()),
+        );
+
+        let runs: Vec<&RetentionRow> = self
+            .retention
+            .iter()
+            .filter(|r| r.when.recorded())
+            .collect();
+        e.insert("reflexio_retention_operations_7d".into(), n(runs.len()));
+        e.insert(
+            "reflexio_retention_deleted_records_7d".into(),
+            runs.iter().map(|r| r.deleted as f64).sum(),
+        );
+        e.insert(
+            "reflexio_retention_errors_7d".into(),
+            n(runs.iter().filter(|r| r.error != Value::Null).count()),
+        );
+        let mut labels: Vec<&str> = runs.iter().map(|r| r.label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        for label in labels {
+            let of = runs.iter().filter(|r| r.label == label);
+            e.insert(
+                format!("reflexio_retention_operations_total{{table=\"{label}\"}}"),
+                n(of.clone().count()),
+            );
+            e.insert(
+                format!("reflexio_retention_deleted_records_total{{table=\"{label}\"}}"),
+                of.map(|r| r.deleted as f64).sum(),
+            );
+        }
+
+        let source =
+            |s: &str, name: &str| format!("reflexio_legacy_{name}_total{{source=\"{s}\"}}");
+        for (s, whens) in [
+            (
+                "facts",
+                self.facts.iter().map(|f| f.when).collect::<Vec<_>>(),
+            ),
+            ("transcriptions", self.transcriptions.clone()),
+            ("digests", self.digests.clone()),
+            (
+                "retention_audit_log",
+                self.retention.iter().map(|r| r.when).collect(),
+            ),
+        ] {
+            e.insert(
+                source(s, "rows"),
+                n(whens.iter().filter(|w| w.recorded()).count()),
+            );
+            e.insert(
+                source(s, "timestamp_errors"),
+                n(whens.iter().filter(|w| w.bad()).count()),
+            );
+        }
+        e.insert(
+            source("facts", "invalid_values"),
+            recorded.iter().map(|f| f.invalid as f64).sum(),
+        );
+        e.insert(
+            source("retention_audit_log", "invalid_values"),
+            runs.iter().map(|r| r.invalid as f64).sum(),
+        );
+        e
+    }
+}
+
+/// The samples of `scraped` that `expected` names, side by side with the expected values.
+fn compare(scraped: &BTreeMap<String, f64>, expected: &BTreeMap<String, f64>) -> Vec<String> {
+    expected
+        .iter()
+        .filter_map(|(name, want)| {
+            let got = scraped.get(name).copied();
+            let same = got.is_some_and(|g| (g - want).abs() < 1e-9);
+            (!same).then(|| format!("{name}: expected {want}, got {got:?}"))
+        })
+        .collect()
+}
+
+fn follow(app: &App, store: &Path, extra: &[&str]) -> Bridge {
+    let mut args = vec![
+        "--store",
+        store.to_str().expect("utf-8"),
+        "--legacy-db",
+        app.path.to_str().expect("utf-8"),
+        "--legacy-tz",
+        ZONE,
+        "--legacy-poll-interval",
+        POLL,
+    ];
+    args.extend_from_slice(extra);
+    Bridge::start(&args)
+}
+
+fn rows(b: &Bridge, source: &str) -> f64 {
+    b.scrape()
+        .get(&format!(
+            "reflexio_legacy_rows_total{{source=\"{source}\"}}"
+        ))
+        .copied()
+        .unwrap_or(-1.0)
+}
+
+/// Waits until the scraped values equal `expected`; panics with the differences if they never do.
+fn wait_for(b: &Bridge, expected: &BTreeMap<String, f64>) {
+    let mut diff = Vec::new();
+    let ok = eventually(WAIT, || {
+        diff = compare(&b.scrape(), expected);
+        diff.is_empty()
+    });
+    assert!(ok, "{}\n--- log:\n{}", diff.join("\n"), b.log_text());
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_format_is_read_and_the_scraped_values_match_the_fixture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = App::create(dir.path(), FULL_SCHEMA);
+    app.fill();
+    let before = std::fs::read(&app.path).expect("read");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir.path().join("metrics.db");
+
+    let bridge = follow(&app, &store, &[]);
+    let expected = app.expected();
+    wait_for(&bridge, &expected);
+    let s = bridge.scrape();
+    assert_eq!(s["reflexio_legacy_healthy{source=\"database\"}"], 1.0);
+    assert_eq!(
+        s["reflexio_legacy_read_errors_total{source=\"database\"}"],
+        0.0
+    );
+    let log = bridge.log_text();
+    for table in ["transcriptions", "facts", "digests", "retention_audit_log"] {
+        assert!(log.contains(&format!("following table={table}")), "{log}");
+    }
+    assert!(log.contains("first_value=\"last Tuesday\""), "{log}");
+    assert!(log.contains("first_value=NULL"), "{log}");
+    assert!(log.contains("is --legacy-tz right?"), "{log}");
+
+    // Read-only: the application's file is untouched and nothing was created beside it.
+    assert_eq!(std::fs::read(&app.path).expect("read"), before);
+    assert_eq!(files_in(dir.path()), ["reflexio.db"]);
+
+    // The app's retention deletes old rows: no counter goes down, nothing is read twice.
+    app.conn
+        .execute("DELETE FROM facts WHERE rowid <= 20", [])
+        .expect("delete");
+    app.conn
+        .execute("DELETE FROM transcriptions WHERE rowid <= 20", [])
+        .expect("delete");
+    // New rows, after the deletion.
+    for _ in 0..3 {
+        let age = app.just_now();
+        app.add_fact(fact_row(When::At(age, Format::Offset), 0));
+    }
+    let expected = app.expected();
+    wait_for(&bridge, &expected);
+
+    // The app empties a table and writes again: the new rows reuse the row ids read before.
+    app.conn
+        .execute("DELETE FROM transcriptions", [])
+        .expect("delete");
+    for format in [Format::Offset, Format::SpaceLocal] {
+        let age = app.just_now();
+        app.add_transcription(When::At(age, format));
+    }
+    // The app deletes its newest fact, and the next one takes its row id.
+    app.conn
+        .execute(
+            "DELETE FROM facts WHERE rowid = (SELECT max(rowid) FROM facts)",
+            [],
+        )
+        .expect("delete");
+    let age = app.just_now();
+    app.add_fact(fact_row(When::At(age, Format::IsoLocal), 1));
+    let expected = app.expected();
+    wait_for(&bridge, &expected);
+    // And stays there: polls that find nothing new change nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(compare(&bridge.scrape(), &expected), Vec::<String>::new());
+
+    // A restarted bridge continues from its cursors: nothing is counted twice.
+    assert!(bridge.terminate().success());
+    let bridge = follow(&app, &store, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    wait_for(&bridge, &{
+        let mut e = expected.clone();
+        // Counted by the previous process: the new one has read nothing.
+        for (k, v) in e.iter_mut() {
+            if k.starts_with("reflexio_legacy_") {
+                *v = 0.0;
+            }
+        }
+        e
+    });
+}
+
+#[test]
+fn missing_tables_and_columns_leave_the_rest_working() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Facts without any quality column; transcriptions without a time; no digests, no
+    // retention log.
+    let app = App::create(
+        dir.path(),
+        "CREATE TABLE facts (id TEXT PRIMARY KEY, content TEXT, created_at TEXT);
+         CREATE TABLE transcriptions (id TEXT PRIMARY KEY, text TEXT);",
+    );
+    for i in 0..6 {
+        let when = When::At(hours(f64::from(i) * 10.0), Format::Offset);
+        app.conn
+            .execute(
+                "INSERT INTO facts (id, content, created_at) VALUES (?1, 'f', ?2)",
+                rusqlite::params![format!("f{i}"), when.value(app.now)],
+            )
+            .expect("insert");
+    }
+    app.conn
+        .execute("INSERT INTO transcriptions VALUES ('t1', 'hello')", [])
+        .expect("insert");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let bridge = follow(&app, &store_dir.path().join("metrics.db"), &[]);
+    let expected: BTreeMap<String, f64> = [
+        ("reflexio_facts_total", 6.0),
+        ("reflexio_assessed_facts_total", 0.0),
+        // 0, 10 and 20 hours old.
+        ("reflexio_facts_24h", 3.0),
+        ("reflexio_assessed_facts_24h", 0.0),
+        ("reflexio_hallucination_rate_24h", 0.0),
+        ("reflexio_citation_coverage_24h", 0.0),
+        ("reflexio_transcriptions_total", 0.0),
+        ("reflexio_digests_total", 0.0),
+        ("reflexio_retention_operations_7d", 0.0),
+        ("reflexio_legacy_rows_total{source=\"facts\"}", 6.0),
+        (
+            "reflexio_legacy_invalid_values_total{source=\"facts\"}",
+            0.0,
+        ),
+        ("reflexio_legacy_healthy{source=\"database\"}", 1.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    wait_for(&bridge, &expected);
+    let log = bridge.log_text();
+    assert!(
+        log.contains("missing=\"is_hallucination, is_atomic, citation_coverage, cove_confidence, cove_verification_rounds\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("not followed: it has no `created_at` column"),
+        "{log}"
+    );
+    assert!(
+        log.contains("no such table; its metrics stay at zero table=digests"),
+        "{log}"
+    );
+
+    // The app creates a table later: the bridge notices and follows it.
+    app.conn
+        .execute_batch(
+            "CREATE TABLE digests (id TEXT PRIMARY KEY, date TEXT, created_at TEXT);
+             INSERT INTO digests VALUES ('d1', '2026-02-06', '2026-02-06T08:00:00Z');",
+        )
+        .expect("create");
+    app.conn
+        .execute(
+            "INSERT INTO digests VALUES ('d2', 'today', ?1)",
+            [When::At(hours(1.0), Format::IsoLocal).value(app.now)],
+        )
+        .expect("insert");
+    let mut more = expected.clone();
+    more.insert("reflexio_digests_total".into(), 1.0);
+    more.insert("reflexio_legacy_rows_total{source=\"digests\"}".into(), 1.0);
+    wait_for(&bridge, &more);
+}
+
+#[test]
+fn a_writer_holding_its_lock_delays_reads_without_losing_rows() {
+    for journal in ["DELETE", "WAL"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut app = App::create(dir.path(), FULL_SCHEMA);
+        app.conn
+            .query_row(&format!("PRAGMA journal_mode = {journal}"), [], |_| Ok(()))
+            .expect("journal mode");
+        app.add_transcription(When::At(hours(1.0), Format::Offset));
+        let store_dir = tempfile::tempdir().expect("tempdir");
+        let bridge = follow(&app, &store_dir.path().join("metrics.db"), &[]);
+        assert!(eventually(WAIT, || rows(&bridge, "transcriptions") == 1.0));
+
+        // The app writes in a transaction it holds exclusively.
+        app.conn.execute_batch("BEGIN EXCLUSIVE").expect("begin");
+        app.add_transcription(When::At(hours(0.5), Format::Offset));
+        app.add_transcription(When::At(hours(0.2), Format::Offset));
+        if journal == "DELETE" {
+            // Readers wait, give up after the busy timeout, and say so; serving goes on.
+            let errors = "reflexio_legacy_read_errors_total{source=\"database\"}";
+            assert!(
+                eventually(WAIT, || bridge.scrape()[errors] >= 1.0),
+                "{}",
+                bridge.log_text()
+            );
+            let s = bridge.scrape();
+            assert_eq!(s["reflexio_legacy_healthy{source=\"database\"}"], 0.0);
+            assert_eq!(s["reflexio_transcriptions_total"], 1.0);
+            assert!(bridge.log_text().contains("is locked by a writer"));
+        } else {
+            // In WAL mode, readers are never blocked and see only committed rows.
+            std::thread::sleep(Duration::from_millis(500));
+            let s = bridge.scrape();
+            assert_eq!(s["reflexio_transcriptions_total"], 1.0);
+            assert_eq!(
+                s["reflexio_legacy_read_errors_total{source=\"database\"}"],
+                0.0
+            );
+        }
+        app.conn.execute_batch("COMMIT").expect("commit");
+        assert!(
+            eventually(WAIT, || {
+                let s = bridge.scrape();
+                s["reflexio_transcriptions_total"] == 3.0
+                    && s["reflexio_legacy_healthy{source=\"database\"}"] == 1.0
+            }),
+            "{journal}: {}",
+            bridge.log_text()
+        );
+    }
+}
+
+fn import(db: &Path, store: &Path) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["import", "--legacy-tz", ZONE, "--legacy-db"])
+        .arg(db)
+        .arg("--store")
+        .arg(store)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run import");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `count` facts, one a minute back from now, written in one transaction.
+fn many_facts(app: &App, count: usize) {
+    let tx = app.conn.unchecked_transaction().expect("tx");
+    for i in 0..count {
+        let when = When::At(
+            SignedDuration::from_secs(i as i64 % (6 * 24 * 3600)),
+            Format::Offset,
+        );
+        tx.execute(
+            "INSERT INTO facts (id, created_at, is_hallucination, is_atomic, citation_coverage) \
+             VALUES (?1, ?2, ?3, 1, 0.97)",
+            rusqlite::params![
+                format!("m{i}"),
+                when.value(app.now),
+                i64::from(i % 100 == 0)
+            ],
+        )
+        .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
+
+#[test]
+fn import_backfills_once_however_often_it_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = App::create(dir.path(), FULL_SCHEMA);
+    app.fill();
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir.path().join("metrics.db");
+
+    let (ok, stdout, stderr) = import(&app.path, &store);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("import: "),
+        "plain progress lines: {stderr}"
+    );
+    assert!(stdout.contains("rows read in"), "{stdout}");
+    let (ok, again, stderr) = import(&app.path, &store);
+    assert!(ok, "{again}\n{stderr}");
+    assert!(
+        again.contains("nothing new since the last import"),
+        "{again}"
+    );
+
+    // A bridge on the store, following nothing, exports exactly the fixture's values.
+    let bridge = Bridge::start(&["--store", store.to_str().expect("utf-8")]);
+    let expected: BTreeMap<String, f64> = app
+        .expected()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("reflexio_legacy_"))
+        .collect();
+    wait_for(&bridge, &expected);
+}
+
+#[test]
+fn import_next_to_a_following_bridge_counts_each_row_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::create(dir.path(), FULL_SCHEMA);
+    let total = 60_000;
+    many_facts(&app, total);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir.path().join("metrics.db");
+    let bridge = follow(&app, &store, &[]);
+    let imports: Vec<_> = (0..2)
+        .map(|_| {
+            let (db, store) = (app.path.clone(), store.clone());
+            std::thread::spawn(move || import(&db, &store))
+        })
+        .collect();
+    let mut imported = 0.0;
+    for handle in imports {
+        let (ok, stdout, stderr) = handle.join().expect("import thread");
+        assert!(ok, "{stdout}\n{stderr}");
+        imported += stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("facts"))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .map_or(0.0, |n| n.parse::<f64>().expect("number"));
+    }
+    assert!(eventually(WAIT, || {
+        bridge.scrape()["reflexio_facts_total"] == total as f64
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = bridge.scrape();
+    assert_eq!(s["reflexio_facts_total"], total as f64);
+    assert_eq!(s["reflexio_hallucinated_facts_total"], (total / 100) as f64);
+    // Every row was recorded by exactly one of the three readers.
+    assert_eq!(
+        s["reflexio_legacy_rows_total{source=\"facts\"}"] + imported,
+        total as f64
+    );
+}
+
+fn set_age(path: &Path, age: Duration) {
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("set mtime");
+}
+
+#[test]
+fn lock_files_are_held_locks_and_dead_or_old_ones_are_stale() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let locks = dir.path().join("locks");
+    std::fs::create_dir(&locks).expect("mkdir");
+    let write =
+        |name: &str, content: &str| std::fs::write(locks.join(name), content).expect("write");
+    // A live process (this test), a dead one, an old one, and one whose file holds no pid.
+    let dead = {
+        let mut child = Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    };
+    write("daily_digest.pid", &format!("{}\n", std::process::id()));
+    write("retention.pid", &dead.to_string());
+    write("transcribe.pid", &std::process::id().to_string());
+    set_age(&locks.join("transcribe.pid"), Duration::from_secs(2 * 3600));
+    write("broken.pid", "not a pid");
+    write("notes.txt", "ignored");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store = store_dir.path().join("metrics.db");
+    let args = [
+        "--store",
+        store.to_str().expect("utf-8"),
+        "--lock-dir",
+        locks.to_str().expect("utf-8"),
+        "--legacy-poll-interval",
+        POLL,
+    ];
+    let bridge = Bridge::start(&args);
+    let expect = |active: f64, stale: f64| {
+        let mut got = (0.0, 0.0);
+        let ok = eventually(WAIT, || {
+            let s = bridge.scrape();
+            got = (s["reflexio_active_locks"], s["reflexio_stale_locks"]);
+            got == (active, stale)
+        });
+        assert!(
+            ok,
+            "expected ({active}, {stale}), got {got:?}\n{}",
+            bridge.log_text()
+        );
+    };
+    expect(4.0, 2.0);
+    let s = bridge.scrape();
+    assert_eq!(
+        s["reflexio_legacy_invalid_values_total{source=\"lock_dir\"}"],
+        1.0
+    );
+    assert_eq!(s["reflexio_legacy_healthy{source=\"lock_dir\"}"], 1.0);
+
+    // Released: the file is gone. Taken again: the file rewritten. Taken over: another pid.
+    std::fs::remove_file(locks.join("retention.pid")).expect("rm");
+    std::fs::remove_file(locks.join("broken.pid")).expect("rm");
+    expect(2.0, 1.0);
+    write("transcribe.pid", &std::process::id().to_string());
+    expect(2.0, 0.0);
+    write("retention.pid", &dead.to_string());
+    expect(3.0, 1.0);
+    write("retention.pid", &std::process::id().to_string());
+    expect(3.0, 0.0);
+
+    // A restarted bridge finds the locks where it left them, minus those released meanwhile.
+    assert!(bridge.terminate().success());
+    std::fs::remove_file(locks.join("daily_digest.pid")).expect("rm");
+    let bridge = Bridge::start(&args);
+    let mut got = (0.0, 0.0);
+    let ok = eventually(WAIT, || {
+        let s = bridge.scrape();
+        got = (s["reflexio_active_locks"], s["reflexio_stale_locks"]);
+        got == (2.0, 0.0)
+    });
+    assert!(ok, "after a restart: {got:?}\n{}", bridge.log_text());
+    // The directory is removed: no lock is held.
+    std::fs::remove_dir_all(&locks).expect("rm -r");
+    assert!(eventually(
+        WAIT,
+        || bridge.scrape()["reflexio_active_locks"] == 0.0
+    ));
+}
+
+#[test]
+fn unusable_legacy_settings_exit_with_code_2() {
+    for args in [
+        vec![
+            "serve",
+            "--legacy-db",
+            "x.db",
+            "--legacy-tz",
+            "Mars/Olympus_Mons",
+        ],
+        vec!["import"],
+        vec![
+            "serve",
+            "--legacy-db",
+            "x.db",
+            "--legacy-poll-interval",
+            "0s",
+        ],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .env_remove("REFLEXIO_BRIDGE_LEGACY_DB")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--legacy-db",
+            "x.db",
+            "--legacy-tz",
+            "Mars/Olympus_Mons",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid --legacy-tz (on the command line)")
+    );
+    let out = Command::new(BIN).arg("import").output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("import needs --legacy-db"));
+}
+
+#[test]
+fn a_missing_database_is_reported_and_followed_once_it_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("reflexio.db");
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start(&[
+        "--store",
+        store_dir.path().join("metrics.db").to_str().expect("utf-8"),
+        "--legacy-db",
+        path.to_str().expect("utf-8"),
+        "--legacy-poll-interval",
+        POLL,
+    ]);
+    let errors = "reflexio_legacy_read_errors_total{source=\"database\"}";
+    assert!(eventually(WAIT, || bridge.scrape()[errors] >= 2.0));
+    assert_eq!(
+        bridge.scrape()["reflexio_legacy_healthy{source=\"database\"}"],
+        0.0
+    );
+    // Logged once, however many polls fail the same way.
+    let log = bridge.log_text();
+    assert_eq!(
+        log.matches("cannot follow the application's database")
+            .count(),
+        1,
+        "{log}"
+    );
+    // Never created by the bridge.
+    assert!(!path.exists());
+
+    let mut app = App::create(dir.path(), FULL_SCHEMA);
+    app.add_fact(fact_row(When::At(hours(1.0), Format::Offset), 0));
+    assert!(eventually(WAIT, || bridge.scrape()["reflexio_facts_total"] == 1.0));
+    assert_eq!(
+        bridge.scrape()["reflexio_legacy_healthy{source=\"database\"}"],
+        1.0
+    );
+}

@@ -634,6 +634,76 @@ mod tests {
     }
 
     #[test]
+    fn legacy_settings_come_from_flags_or_the_file() {
+        assert!(
+            resolve(ServeArgs::default(), &[])
+                .expect("valid")
+                .legacy
+                .is_none()
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            "legacy_db = \"/srv/reflexio.db\"\nlock_dir = \"/srv/locks\"\n\
+             legacy_tz = \"Asia/Kolkata\"\nlegacy_poll_interval = \"30s\"\n",
+        )
+        .expect("write");
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let legacy = resolve(from_file.clone(), &[])
+            .expect("valid")
+            .legacy
+            .expect("legacy");
+        assert_eq!(legacy.db, Some(PathBuf::from("/srv/reflexio.db")));
+        assert_eq!(legacy.lock_dir, Some(PathBuf::from("/srv/locks")));
+        assert_eq!(legacy.zone.iana_name(), Some("Asia/Kolkata"));
+        assert_eq!(legacy.poll_interval, Duration::from_secs(30));
+        let flags = ServeArgs {
+            legacy_db: Some("flag.db".into()),
+            legacy_tz: Some("UTC".into()),
+            legacy_poll_interval: Some(Duration::from_secs(1)),
+            ..from_file
+        };
+        let legacy = resolve(flags, &[]).expect("valid").legacy.expect("legacy");
+        assert_eq!(legacy.db, Some(PathBuf::from("flag.db")));
+        assert_eq!(legacy.zone.iana_name(), Some("UTC"));
+        assert_eq!(legacy.poll_interval, Duration::from_secs(1));
+
+        // Only the lock directory; the zone defaults to the system's.
+        let locks = ServeArgs {
+            lock_dir: Some("/run/locks".into()),
+            ..ServeArgs::default()
+        };
+        let legacy = resolve(locks, &[]).expect("valid").legacy.expect("legacy");
+        assert_eq!(
+            (legacy.db, legacy.poll_interval),
+            (None, Duration::from_secs(5))
+        );
+
+        for (text, expected) in [
+            (
+                "legacy_db = \"x.db\"\nlegacy_tz = \"Nowhere/City\"\n",
+                "invalid legacy_tz (in ",
+            ),
+            (
+                "legacy_db = \"x.db\"\nlegacy_poll_interval = \"0s\"\n",
+                "invalid legacy_poll_interval (in ",
+            ),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            };
+            let err = resolve(args, &[]).expect_err(text);
+            assert!(err.0.contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    #[test]
     fn tokens_are_trimmed_checked_and_never_printed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");

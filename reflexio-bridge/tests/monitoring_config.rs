@@ -72,7 +72,7 @@ fn promtool_checks_the_rules_and_runs_their_unit_tests() {
         ],
         &rules_dir,
     );
-    assert!(checked.contains("SUCCESS: 8 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
     assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
     let tested = run(
         "promtool",
@@ -189,6 +189,8 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
         "ReflexioBridgeDown",
         "ReflexioStoreNotWritable",
         "ReflexioOtlpExportFailing",
+        "ReflexioLegacyReadFailing",
+        "ReflexioLegacyTimestampErrors",
     ] {
         find(bridge);
     }

@@ -355,11 +355,12 @@ impl AppDb {
             return Ok(None);
         }
         let sql = format!("SELECT max(rowid) FROM {}", quote(table.name()));
-        self.conn
-            .query_row(&sql, [], |r| r.get::<_, Option<i64>>(0))
+        let err = |e| ReadError::new(&self.path, e);
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        stmt.query_row([], |r| r.get::<_, Option<i64>>(0))
             .optional()
             .map(Option::flatten)
-            .map_err(|e| ReadError::new(&self.path, e))
+            .map_err(err)
     }
 
     /// The fingerprint of `table`'s row `rowid`: `None` if there is no such row.

@@ -1105,3 +1105,28 @@ fn a_missing_database_is_reported_and_followed_once_it_appears() {
         1.0
     );
 }
+
+#[test]
+fn import_draws_a_progress_bar_on_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = App::create(dir.path(), FULL_SCHEMA);
+    many_facts(&app, 20_000);
+    let store = dir.path().join("metrics.db");
+    // `script` (util-linux) runs the import on a pseudo-terminal and copies what it shows.
+    let command = format!(
+        "{BIN} import --legacy-db {} --store {}",
+        app.path.display(),
+        store.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run script");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("20000 rows read in"), "{shown}");
+    // A bar drawn with terminal escapes, not the plain lines.
+    assert!(shown.contains("\u{1b}["), "{shown}");
+    assert!(!shown.contains("import: "), "{shown}");
+}

@@ -274,15 +274,20 @@ fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, reques
     let (checked, requests): (Vec<_>, Vec<_>) = requests
         .into_iter()
         .partition(|r| !r.checkpoints.is_empty());
-    let group = sync_group(inner, shared, db, write, requests);
+    // The error that refuses the checked requests still waiting, once the store failed.
+    let mut failed = sync_group(inner, shared, db, write, requests).err();
     for request in checked {
-        let reply = match (&group, db.as_mut()) {
-            (Ok(()), Some(db)) => commit_checked(inner, shared, db, &request),
-            (Err(e), _) => Err(e.clone()),
-            (Ok(()), None) => Err(DurableError::Closed),
+        let reply = match (&failed, db.as_mut()) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(db)) => commit_checked(inner, shared, db, &request),
+            (None, None) => Err(DurableError::Closed),
         };
-        if matches!(&reply, Err(DurableError::Store(e)) if e.kind() != StoreErrorKind::Busy) {
+        if let Err(e @ DurableError::Store(store)) = &reply
+            && store.kind() != StoreErrorKind::Busy
+        {
+            // Reopen (and reload) next round, as after a failed group.
             *db = None;
+            failed = Some(e.clone());
         }
         let _ = request.reply.send(reply);
     }

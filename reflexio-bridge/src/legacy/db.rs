@@ -290,9 +290,7 @@ impl AppDb {
             let why = format!("it has no `{}` column", table.time_column());
             return Ok((Found::Unusable(why), None));
         };
-        let defaults_to_utc = default
-            .as_deref()
-            .is_some_and(|d| d.trim().eq_ignore_ascii_case("CURRENT_TIMESTAMP"));
+        let defaults_to_utc = default.as_deref().is_some_and(is_utc_default);
         // The row's `id`, if the table has one, tells a row from another that took its row id.
         let id = if has("id").is_some() {
             quote("id")
@@ -316,12 +314,14 @@ impl AppDb {
             " FROM {} WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid LIMIT ?3",
             quote(table.name())
         ));
-        // A table without row ids (WITHOUT ROWID) cannot be followed by them.
+        // A table without row ids (WITHOUT ROWID) cannot be followed by them; any other
+        // error (the application holding a lock, say) is the poll's.
         if let Err(e) = self.conn.prepare(&select) {
-            return Ok((
-                Found::Unusable(format!("it cannot be read by row id: {e}")),
-                None,
-            ));
+            if e.to_string().contains("rowid") {
+                let why = format!("it cannot be read by row id: {e}");
+                return Ok((Found::Unusable(why), None));
+            }
+            return Err(e);
         }
         let identify = format!(
             "SELECT {}, {id} FROM {} WHERE rowid = ?1",
@@ -434,6 +434,24 @@ impl AppDb {
         }
         Ok(n)
     }
+}
+
+/// Whether a column default writes SQLite's current UTC time: `CURRENT_TIMESTAMP`, or
+/// `datetime('now')` (not `datetime('now', 'localtime')`).
+fn is_utc_default(default: &str) -> bool {
+    let d: String = default
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| {
+            if c == '"' {
+                '\''
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let d = d.trim_start_matches('(').trim_end_matches(')');
+    d == "current_timestamp" || d == "datetime('now'"
 }
 
 /// A value as the log shows it.
@@ -601,4 +619,66 @@ fn unknown_table() -> Name {
     UNKNOWN
         .get_or_init(|| Name::new("unknown").unwrap_or_else(|_| unreachable!("a valid name")))
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_defaults_are_told_from_local_ones() {
+        for utc in [
+            "CURRENT_TIMESTAMP",
+            " current_timestamp ",
+            "(CURRENT_TIMESTAMP)",
+            "datetime('now')",
+            "(datetime( 'now' ))",
+            "DATETIME(\"now\")",
+        ] {
+            assert!(is_utc_default(utc), "{utc}");
+        }
+        for local in [
+            "datetime('now', 'localtime')",
+            "CURRENT_DATE",
+            "'2026-01-01'",
+            "",
+        ] {
+            assert!(!is_utc_default(local), "{local}");
+        }
+    }
+
+    #[test]
+    fn values_are_read_as_the_app_writes_them() {
+        assert_eq!(flag(ValueRef::Integer(1)), Ok(Some(true)));
+        assert_eq!(flag(ValueRef::Text(b" False ")), Ok(Some(false)));
+        assert_eq!(flag(ValueRef::Null), Ok(None));
+        assert_eq!(flag(ValueRef::Integer(2)), Err(()));
+        assert_eq!(flag(ValueRef::Text(b"yes")), Err(()));
+        assert_eq!(number(ValueRef::Text(b"0.95")), Ok(Some(0.95)));
+        assert_eq!(number(ValueRef::Blob(b"1")), Err(()));
+        assert_eq!(whole(ValueRef::Real(3.0)), Ok(Some(3)));
+        assert_eq!(whole(ValueRef::Real(2.5)), Err(()));
+    }
+
+    #[test]
+    fn tables_without_row_ids_are_reported_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.db");
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TABLE facts (id TEXT PRIMARY KEY, created_at TEXT) WITHOUT ROWID;
+                 CREATE TABLE digests (id TEXT PRIMARY KEY, created_at TEXT);",
+            )
+            .expect("schema");
+        let db = AppDb::open(&path, TimeZone::UTC).expect("open");
+        let found: std::collections::BTreeMap<_, _> = db.found().into_iter().collect();
+        assert!(
+            matches!(&found[&Table::Facts], Found::Unusable(why) if why.contains("row id")),
+            "{found:?}"
+        );
+        assert_eq!(found[&Table::Digests], Found::Followed { missing: vec![] });
+        assert_eq!(found[&Table::Transcriptions], Found::Missing);
+        assert!(!db.follows(Table::Facts) && db.follows(Table::Digests));
+    }
 }

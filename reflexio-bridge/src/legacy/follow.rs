@@ -1,7 +1,13 @@
 //! Moving the application's new rows into the recorder exactly once. Each table has a cursor in
-//! the store (the last row id read, and the newest row time counted), moved in the same
-//! transaction as the events of the rows read up to it: a crash, a restart or a second reader
-//! (an import next to a running bridge) neither loses nor repeats a row.
+//! the store, moved in the same transaction as the events of the rows read up to it: a crash, a
+//! restart or a second reader (an import next to a running bridge) neither loses nor repeats a
+//! row.
+//!
+//! The cursor is the last row id read, a fingerprint of that row, and the newest row time
+//! counted. When the row at the cursor is gone or is another row (the application deleted the
+//! rows read last, so new rows may reuse their ids), the table is read again from the start up
+//! to its largest row id at that moment, counting only rows newer than the newest counted then;
+//! that reread, too, is kept in the store until it is done.
 
 use super::db::{AppDb, ReadError, Table};
 use super::timestamp::BadTimestamp;
@@ -64,17 +70,73 @@ impl Counts {
     }
 }
 
-fn cursor_key(table: Table) -> String {
-    format!("legacy:{table}")
+/// The store's keys of one table's cursor.
+struct Keys {
+    /// The last row id read.
+    cursor: String,
+    /// The fingerprint of the row at the cursor.
+    last: String,
+    /// The newest row time counted (Unix microseconds).
+    newest: String,
+    /// During a reread: its last row id (0 when none is under way).
+    reread_to: String,
+    /// During a reread: the rows up to `reread_to` count only if newer than this.
+    reread_after: String,
 }
 
-fn newest_key(table: Table) -> String {
-    format!("legacy:{table}:newest")
+impl Keys {
+    fn new(table: Table) -> Self {
+        Self {
+            cursor: format!("legacy:{table}"),
+            last: format!("legacy:{table}:last"),
+            newest: format!("legacy:{table}:newest"),
+            reread_to: format!("legacy:{table}:reread_to"),
+            reread_after: format!("legacy:{table}:reread_after"),
+        }
+    }
 }
 
-/// The fingerprint of the row at the cursor.
-fn last_key(table: Table) -> String {
-    format!("legacy:{table}:last")
+/// A table's cursor as the store holds it (`None`: never set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Saved {
+    cursor: Option<i64>,
+    last: Option<i64>,
+    newest: Option<i64>,
+    reread_to: Option<i64>,
+    reread_after: Option<i64>,
+}
+
+impl Saved {
+    fn load(recorder: &Recorder, keys: &Keys) -> Self {
+        Self {
+            cursor: recorder.checkpoint(&keys.cursor),
+            last: recorder.checkpoint(&keys.last),
+            newest: recorder.checkpoint(&keys.newest),
+            reread_to: recorder.checkpoint(&keys.reread_to),
+            reread_after: recorder.checkpoint(&keys.reread_after),
+        }
+    }
+
+    /// The checkpoints that move the store from `self` to `next`.
+    fn moves_to(&self, next: &Saved, keys: &Keys) -> Vec<Checkpoint> {
+        [
+            (&keys.cursor, self.cursor, next.cursor),
+            (&keys.last, self.last, next.last),
+            (&keys.newest, self.newest, next.newest),
+            (&keys.reread_to, self.reread_to, next.reread_to),
+            (&keys.reread_after, self.reread_after, next.reread_after),
+        ]
+        .into_iter()
+        .filter_map(|(key, expected, value)| {
+            let value = value.filter(|v| Some(*v) != expected)?;
+            Some(Checkpoint {
+                key: key.clone(),
+                expected,
+                value,
+            })
+        })
+        .collect()
+    }
 }
 
 fn micros(t: SystemTime) -> i64 {
@@ -104,6 +166,8 @@ struct BadTimes {
     null: BadTime,
     unparseable: BadTime,
     ahead: BadTime,
+    /// Read again after a deletion: maybe counted before, maybe new.
+    unknown: BadTime,
 }
 
 impl BadTimes {
@@ -117,6 +181,11 @@ impl BadTimes {
             (
                 &self.ahead,
                 "rows more than 5 minutes in the future skipped: is --legacy-tz right?",
+            ),
+            (
+                &self.unknown,
+                "rows without a usable time read again after a deletion: not counted (they \
+                 may have been counted before)",
             ),
         ] {
             if let Some((rowid, value)) = &bad.first {
@@ -161,7 +230,10 @@ impl Follower {
         let mut backlog = Vec::new();
         for table in Table::ALL {
             if let Some(max) = self.db.max_rowid(table)? {
-                let cursor = self.recorder.checkpoint(&cursor_key(table)).unwrap_or(0);
+                let cursor = self
+                    .recorder
+                    .checkpoint(&Keys::new(table).cursor)
+                    .unwrap_or(0);
                 let left = if max >= cursor { max - cursor } else { max };
                 backlog.push((table, left.unsigned_abs()));
             }
@@ -195,85 +267,71 @@ impl Follower {
         on_batch: &mut dyn FnMut(Table, &Counts),
     ) -> Result<(), FollowError> {
         let store_err = |source| FollowError::Store { table, source };
-        let (cursor_key, newest_key, last_key) =
-            (cursor_key(table), newest_key(table), last_key(table));
-        'reread: loop {
-            let mut cursor = self.recorder.checkpoint(&cursor_key);
-            let mut newest = self.recorder.checkpoint(&newest_key);
-            let max = self.db.max_rowid(table)?;
-            // The row at the cursor is gone, or is another row than the one read: the
-            // application deleted the rows read last (emptied the table, say), so new rows may
-            // reuse row ids at or below the cursor. Read from the start, counting only the rows
-            // newer than the newest counted.
-            let mut last_seen = self.recorder.checkpoint(&last_key);
-            let rereading = match cursor {
-                Some(c) if c > 0 => self.db.fingerprint_at(table, c)? != last_seen,
-                _ => false,
-            };
-            if rereading {
+        let keys = Keys::new(table);
+        let earliest = now.checked_sub(HISTORY).unwrap_or(UNIX_EPOCH);
+        let latest = now + MAX_AHEAD;
+        'reload: loop {
+            let mut saved = Saved::load(&self.recorder, &keys);
+            let mut next = saved;
+            // Row ids at or below 0 are never assigned by SQLite: such a table counts as empty.
+            let max = self.db.max_rowid(table)?.filter(|m| *m > 0);
+            let cursor = saved.cursor.unwrap_or(0);
+            let moved = cursor > 0 && self.db.fingerprint_at(table, cursor)? != saved.last;
+            if moved {
                 tracing::warn!(
                     %table,
-                    cursor = cursor.unwrap_or(0),
+                    cursor,
                     largest_row_id = max.unwrap_or(0),
-                    "the last row read was deleted; reading the table again from the start, \
-                     counting only rows newer than those counted before"
+                    "the last row read was deleted or replaced; reading the table again from the \
+                     start, counting only rows newer than those counted before"
                 );
+                next.cursor = Some(0);
+                next.reread_to = Some(max.unwrap_or(0));
+                next.reread_after = Some(saved.newest.unwrap_or(i64::MIN));
             }
+            // Rows up to `to` are counted only if newer than `after`.
+            let reread = match (next.reread_to, next.reread_after) {
+                (Some(to), Some(after)) if to > next.cursor.unwrap_or(0) => Some((to, after)),
+                _ => None,
+            };
             let Some(max) = max else {
-                if rereading {
-                    let moved = vec![Checkpoint {
-                        key: cursor_key.clone(),
-                        expected: cursor,
-                        value: 0,
-                    }];
-                    match self.recorder.record_durable_checked(&[], moved) {
+                // Empty: start again from the first row the application writes.
+                if moved {
+                    let checkpoints = saved.moves_to(&next, &keys);
+                    match self.recorder.record_durable_checked(&[], checkpoints) {
                         Ok(()) => {}
                         Err(DurableError::CheckpointMoved { .. }) => {
                             self.recorder.flush().map_err(store_err)?;
-                            continue 'reread;
+                            continue 'reload;
                         }
                         Err(e) => return Err(store_err(e)),
                     }
                 }
                 return Ok(());
             };
-            let mut after = if rereading { 0 } else { cursor.unwrap_or(0) };
-            let earliest = now.checked_sub(HISTORY).unwrap_or(UNIX_EPOCH);
-            let latest = now + MAX_AHEAD;
+            let mut after = next.cursor.unwrap_or(0);
             loop {
                 let mut batch: Vec<(Event, Option<SystemTime>)> = Vec::new();
                 let mut counts = Counts::default();
-                let mut last = after;
-                let mut last_fingerprint = last_seen;
-                let mut batch_newest = newest;
-                // Rows without a usable time, by what is wrong: how many, and the first's row id
-                // and value.
+                // Rows without a usable time, by what is wrong: how many, and the first's row
+                // id and value.
                 let mut bad = BadTimes::default();
                 let read = self.db.read(table, after, max, self.batch_rows, |row| {
-                    last = row.rowid;
-                    last_fingerprint = Some(row.fingerprint);
+                    next.cursor = Some(row.rowid);
+                    next.last = Some(row.fingerprint);
                     counts.rows += 1;
+                    // Read again: counted before, unless newer than everything counted then.
+                    let suspect = reread.filter(|(to, _)| row.rowid <= *to);
                     let time = match row.time {
-                        Ok(t) if t > latest => {
-                            if !rereading {
-                                bad.ahead.add(row.rowid, || {
-                                    let ahead = t.duration_since(now).unwrap_or_default();
-                                    let ahead = Duration::from_secs(ahead.as_secs());
-                                    format!("{} ahead", humantime::format_duration(ahead))
-                                });
-                                counts.timestamp_errors += 1;
-                            }
-                            return;
-                        }
-                        other => other,
+                        Ok(t) if t > latest => Err((BadTimestamp::Unparseable, Some(t))),
+                        Ok(t) => Ok(t),
+                        Err(e) => Err((e, None)),
                     };
-                    match time {
-                        Ok(t) => {
+                    match (time, suspect) {
+                        (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => {}
+                        (Ok(t), _) => {
                             let us = micros(t);
-                            if rereading && newest.is_some_and(|n| us <= n) {
-                                return;
-                            }
-                            batch_newest = Some(batch_newest.map_or(us, |n| n.max(us)));
+                            next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
                             if t < earliest {
                                 counts.too_old += 1;
                             } else {
@@ -282,13 +340,21 @@ impl Follower {
                                 batch.push((row.event, Some(t)));
                             }
                         }
-                        // Rows read again cannot be told apart without a time: left out.
-                        Err(_) if rereading => {}
-                        Err(BadTimestamp::Null) => {
+                        // Whether it was counted before cannot be told without a time.
+                        (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
+                        (Err((BadTimestamp::Null, _)), None) => {
                             counts.timestamp_errors += 1;
                             bad.null.add(row.rowid, || "NULL".into());
                         }
-                        Err(BadTimestamp::Unparseable) => {
+                        (Err((BadTimestamp::Unparseable, Some(t))), None) => {
+                            counts.timestamp_errors += 1;
+                            bad.ahead.add(row.rowid, || {
+                                let ahead = t.duration_since(now).unwrap_or_default();
+                                let ahead = Duration::from_secs(ahead.as_secs());
+                                format!("{} ahead", humantime::format_duration(ahead))
+                            });
+                        }
+                        (Err((BadTimestamp::Unparseable, None)), None) => {
                             counts.timestamp_errors += 1;
                             let raw = row.bad_time.unwrap_or_default();
                             bad.unparseable.add(row.rowid, || raw);
@@ -298,41 +364,22 @@ impl Follower {
                 if read == 0 {
                     return Ok(());
                 }
-                counts.advanced = (last - after).unsigned_abs();
-                let mut checkpoints = vec![Checkpoint {
-                    key: cursor_key.clone(),
-                    expected: cursor,
-                    value: last,
-                }];
-                if let Some(value) = last_fingerprint.filter(|f| Some(*f) != last_seen) {
-                    checkpoints.push(Checkpoint {
-                        key: last_key.clone(),
-                        expected: last_seen,
-                        value,
-                    });
-                }
-                if let Some(value) = batch_newest.filter(|n| Some(*n) != newest) {
-                    checkpoints.push(Checkpoint {
-                        key: newest_key.clone(),
-                        expected: newest,
-                        value,
-                    });
-                }
+                let last = next.cursor.unwrap_or(0);
+                counts.advanced = last.saturating_sub(after).unsigned_abs();
+                let checkpoints = saved.moves_to(&next, &keys);
                 match self.recorder.record_durable_checked(&batch, checkpoints) {
                     Ok(()) => {}
                     // Another reader (an import, another bridge) moved the cursor: continue
                     // from where it is now.
                     Err(DurableError::CheckpointMoved { .. }) => {
                         self.recorder.flush().map_err(store_err)?;
-                        continue 'reread;
+                        continue 'reload;
                     }
                     Err(e) => return Err(store_err(e)),
                 }
                 bad.log(table);
                 on_batch(table, &counts);
-                cursor = Some(last);
-                newest = batch_newest;
-                last_seen = last_fingerprint;
+                saved = next;
                 after = last;
                 if read < self.batch_rows {
                     return Ok(());
@@ -360,5 +407,124 @@ pub fn log_schema(db: &AppDb) {
                 tracing::warn!(%table, "not followed: {why}; its metrics stay at zero");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflexio_otel::StoreOptions;
+    use rusqlite::Connection;
+    use std::path::Path;
+
+    fn iso(t: SystemTime) -> String {
+        jiff::Timestamp::try_from(t).expect("range").to_string()
+    }
+
+    /// An application database with a `transcriptions` table, and a recorder with a store.
+    fn setup(dir: &Path) -> (Connection, Recorder) {
+        let app = Connection::open(dir.join("app.db")).expect("open");
+        app.execute_batch("CREATE TABLE transcriptions (id INTEGER PRIMARY KEY, created_at TEXT);")
+            .expect("schema");
+        let recorder = Recorder::builder()
+            .without_upkeep_thread()
+            .store(StoreOptions::new(dir.join("store.db")))
+            .build();
+        (app, recorder)
+    }
+
+    /// A follower reading two rows per batch, so that polls span several batches.
+    fn follower(dir: &Path, recorder: &Recorder) -> Follower {
+        let db = AppDb::open(&dir.join("app.db"), jiff::tz::TimeZone::UTC).expect("open");
+        let mut f = Follower::new(db, recorder.clone());
+        f.batch_rows = 2;
+        f
+    }
+
+    fn insert(app: &Connection, t: SystemTime) {
+        app.execute(
+            "INSERT INTO transcriptions (created_at) VALUES (?1)",
+            [iso(t)],
+        )
+        .expect("insert");
+    }
+
+    fn poll(dir: &Path, recorder: &Recorder, now: SystemTime) -> u64 {
+        let mut recorded = 0;
+        follower(dir, recorder)
+            .poll(now, &mut |_, c| recorded += c.recorded)
+            .expect("poll");
+        recorded
+    }
+
+    #[test]
+    fn a_reread_cut_short_continues_where_it_stopped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (app, recorder) = setup(dir.path());
+        let now = SystemTime::now();
+        for i in 0..5u64 {
+            insert(&app, now - Duration::from_secs(600 - i * 10));
+        }
+        assert_eq!(poll(dir.path(), &recorder, now), 5);
+        // The app deletes its newest row: the table is read again.
+        app.execute("DELETE FROM transcriptions WHERE rowid = 5", [])
+            .expect("delete");
+        // The reread stops after its first batch (a crash, say).
+        let mut f = follower(dir.path(), &recorder);
+        let mut batches = 0;
+        let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f.poll(now, &mut |_, _| {
+                batches += 1;
+                panic!("cut short after a committed batch");
+            })
+        }));
+        assert!(cut.is_err());
+        assert_eq!(batches, 1);
+        // The next poll goes on with the reread: the rows left were counted before.
+        assert_eq!(poll(dir.path(), &recorder, now), 0);
+        insert(&app, now);
+        assert_eq!(poll(dir.path(), &recorder, now), 1);
+        assert_eq!(recorder.snapshot().totals.transcriptions, 6);
+    }
+
+    #[test]
+    fn a_reread_counts_every_new_row_whatever_the_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (app, recorder) = setup(dir.path());
+        let now = SystemTime::now();
+        let base = now - Duration::from_secs(600);
+        for i in 0..3u64 {
+            insert(&app, base + Duration::from_secs(i));
+        }
+        assert_eq!(poll(dir.path(), &recorder, now), 3);
+        app.execute("DELETE FROM transcriptions WHERE rowid = 3", [])
+            .expect("delete");
+        // Three new rows, newer than any counted; the last two share a second and fall into
+        // different batches.
+        for s in [100u64, 200, 200] {
+            insert(&app, base + Duration::from_secs(s));
+        }
+        assert_eq!(poll(dir.path(), &recorder, now), 3);
+        assert_eq!(poll(dir.path(), &recorder, now), 0);
+        assert_eq!(recorder.snapshot().totals.transcriptions, 6);
+    }
+
+    #[test]
+    fn an_emptied_table_is_read_from_its_first_new_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (app, recorder) = setup(dir.path());
+        let now = SystemTime::now();
+        for i in 0..4u64 {
+            insert(&app, now - Duration::from_secs(100 - i));
+        }
+        assert_eq!(poll(dir.path(), &recorder, now), 4);
+        app.execute("DELETE FROM transcriptions", [])
+            .expect("delete");
+        assert_eq!(poll(dir.path(), &recorder, now), 0);
+        // Row ids start again at 1.
+        insert(&app, now);
+        insert(&app, now);
+        assert_eq!(poll(dir.path(), &recorder, now), 2);
+        assert_eq!(poll(dir.path(), &recorder, now), 0);
     }
 }

@@ -11,7 +11,7 @@
 use reflexio_otel::{DurableError, Event, LockEvent, Name, Recorder};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The holder name of locks read from lock files.
 pub const HOLDER: &str = "pidfile";
@@ -49,7 +49,8 @@ struct LockFile {
 pub struct LockDirCounts {
     /// Lock files present.
     pub files: u64,
-    /// Files whose name or contents are not a lock name and a process id.
+    /// Files whose name or contents are not a lock name and a process id, seen for the first
+    /// time (a file counts again only after it was fixed or removed).
     pub invalid: u64,
 }
 
@@ -58,7 +59,7 @@ pub struct LockDirCounts {
 pub struct LockDir {
     dir: PathBuf,
     holder: Name,
-    /// The invalid files already reported, so the log says each once.
+    /// The invalid files seen at the last poll, so that each is logged and counted once.
     reported: std::collections::HashSet<PathBuf>,
 }
 
@@ -87,6 +88,7 @@ impl LockDir {
             Err(e) => return Err(err(e)),
         };
         let mut files = BTreeMap::new();
+        let mut invalid = std::collections::HashSet::new();
         for entry in entries {
             let path = entry.map_err(err)?.path();
             if path.extension().is_none_or(|e| e != "pid") {
@@ -109,8 +111,9 @@ impl LockDir {
                 .and_then(|s| s.trim().parse::<u32>().ok())
                 .filter(|pid| *pid > 0);
             if name.is_none() || pid.is_none() {
-                counts.invalid += 1;
-                if self.reported.insert(path.clone()) {
+                invalid.insert(path.clone());
+                if !self.reported.contains(&path) {
+                    counts.invalid += 1;
                     tracing::warn!(
                         file = %path.display(),
                         "lock file without a valid name or process id; {}",
@@ -119,9 +122,14 @@ impl LockDir {
                 }
             }
             let Some(name) = name else { continue };
-            let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
+            // A time before 1970 (a broken clock) counts as 1970: the lock is old.
+            let since = meta
+                .modified()
+                .unwrap_or_else(|_| SystemTime::now())
+                .max(UNIX_EPOCH);
             files.insert(name, LockFile { pid, since });
         }
+        self.reported = invalid;
         Ok(files)
     }
 

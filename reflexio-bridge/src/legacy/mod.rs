@@ -271,7 +271,7 @@ impl Polling {
             Ok(counts) => {
                 self.stats
                     .lock_invalid
-                    .store(counts.invalid, Ordering::Relaxed);
+                    .fetch_add(counts.invalid, Ordering::Relaxed);
                 if self.locks_failing.take().is_some() {
                     tracing::info!("reading the lock directory again");
                 }

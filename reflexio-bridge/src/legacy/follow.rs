@@ -3,8 +3,9 @@
 //! restart or a second reader (an import next to a running bridge) neither loses nor repeats a
 //! row.
 //!
-//! The cursor is the last row id read, a fingerprint of that row, and the newest row time
-//! counted. When the row at the cursor is gone or is another row (the application deleted the
+//! The cursor is the last row id read, a fingerprint of that row, the newest row time counted,
+//! and a version that every commit moves (each commit checks it, so two readers never both
+//! commit from the same cursor). When the row at the cursor is gone or is another row (the application deleted the
 //! rows read last, so new rows may reuse their ids), the table is read again from the start up
 //! to its largest row id at that moment, counting only rows newer than the newest counted then;
 //! that reread, too, is kept in the store until it is done.
@@ -82,6 +83,8 @@ struct Keys {
     reread_to: String,
     /// During a reread: the rows up to `reread_to` count only if newer than this.
     reread_after: String,
+    /// Moved by every commit, so that two readers never both commit from the same cursor.
+    version: String,
 }
 
 impl Keys {
@@ -92,6 +95,7 @@ impl Keys {
             newest: format!("legacy:{table}:newest"),
             reread_to: format!("legacy:{table}:reread_to"),
             reread_after: format!("legacy:{table}:reread_after"),
+            version: format!("legacy:{table}:version"),
         }
     }
 }
@@ -104,6 +108,7 @@ struct Saved {
     newest: Option<i64>,
     reread_to: Option<i64>,
     reread_after: Option<i64>,
+    version: Option<i64>,
 }
 
 impl Saved {
@@ -114,7 +119,14 @@ impl Saved {
             newest: recorder.checkpoint(&keys.newest),
             reread_to: recorder.checkpoint(&keys.reread_to),
             reread_after: recorder.checkpoint(&keys.reread_after),
+            version: recorder.checkpoint(&keys.version),
         }
+    }
+
+    /// The same cursor, one commit later.
+    fn bumped(mut self) -> Self {
+        self.version = Some(self.version.unwrap_or(0).wrapping_add(1));
+        self
     }
 
     /// The checkpoints that move the store from `self` to `next`.
@@ -125,6 +137,7 @@ impl Saved {
             (&keys.newest, self.newest, next.newest),
             (&keys.reread_to, self.reread_to, next.reread_to),
             (&keys.reread_after, self.reread_after, next.reread_after),
+            (&keys.version, self.version, next.version),
         ]
         .into_iter()
         .filter_map(|(key, expected, value)| {
@@ -272,7 +285,7 @@ impl Follower {
         let latest = now + MAX_AHEAD;
         'reload: loop {
             let mut saved = Saved::load(&self.recorder, &keys);
-            let mut next = saved;
+            let mut next = saved.bumped();
             // Row ids at or below 0 are never assigned by SQLite: such a table counts as empty.
             let max = self.db.max_rowid(table)?.filter(|m| *m > 0);
             let cursor = saved.cursor.unwrap_or(0);
@@ -380,6 +393,7 @@ impl Follower {
                 bad.log(table);
                 on_batch(table, &counts);
                 saved = next;
+                next = next.bumped();
                 after = last;
                 if read < self.batch_rows {
                     return Ok(());
@@ -507,6 +521,36 @@ mod tests {
         assert_eq!(poll(dir.path(), &recorder, now), 3);
         assert_eq!(poll(dir.path(), &recorder, now), 0);
         assert_eq!(recorder.snapshot().totals.transcriptions, 6);
+    }
+
+    #[test]
+    fn two_readers_of_one_store_count_each_row_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (app, a) = setup(dir.path());
+        // Another process on the same store: its view of the cursors lags behind `a`'s.
+        let b = Recorder::builder()
+            .without_upkeep_thread()
+            .store(StoreOptions::new(dir.path().join("store.db")))
+            .build();
+        let now = SystemTime::now();
+        for i in 0..3u64 {
+            insert(&app, now - Duration::from_secs(60 - i));
+        }
+        assert_eq!(poll(dir.path(), &a, now), 3);
+        assert_eq!(poll(dir.path(), &b, now), 0);
+        // The app replaces its newest row; both readers see the row at the cursor changed.
+        app.execute("DELETE FROM transcriptions WHERE rowid = 3", [])
+            .expect("delete");
+        insert(&app, now);
+        let (mut fa, mut fb) = (follower(dir.path(), &a), follower(dir.path(), &b));
+        let mut counted = 0;
+        fa.poll(now, &mut |_, c| counted += c.recorded)
+            .expect("poll");
+        fb.poll(now, &mut |_, c| counted += c.recorded)
+            .expect("poll");
+        assert_eq!(counted, 1);
+        a.flush().expect("flush");
+        assert_eq!(a.snapshot().totals.transcriptions, 4);
     }
 
     #[test]

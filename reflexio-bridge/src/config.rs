@@ -622,6 +622,14 @@ mod tests {
                 "invalid flush_interval (in ",
             ),
             ("colour = \"blue\"\n", "unknown field `colour`"),
+            (
+                "legacy_db = \"x.db\"\nlegacy_tz = \"Nowhere/City\"\n",
+                "invalid legacy_tz (in ",
+            ),
+            (
+                "legacy_db = \"x.db\"\nlegacy_poll_interval = \"0s\"\n",
+                "invalid legacy_poll_interval (in ",
+            ),
         ] {
             std::fs::write(&file, text).expect("write");
             let args = ServeArgs {
@@ -682,25 +690,6 @@ mod tests {
             (legacy.db, legacy.poll_interval),
             (None, Duration::from_secs(5))
         );
-
-        for (text, expected) in [
-            (
-                "legacy_db = \"x.db\"\nlegacy_tz = \"Nowhere/City\"\n",
-                "invalid legacy_tz (in ",
-            ),
-            (
-                "legacy_db = \"x.db\"\nlegacy_poll_interval = \"0s\"\n",
-                "invalid legacy_poll_interval (in ",
-            ),
-        ] {
-            std::fs::write(&file, text).expect("write");
-            let args = ServeArgs {
-                config: Some(file.clone()),
-                ..Default::default()
-            };
-            let err = resolve(args, &[]).expect_err(text);
-            assert!(err.0.contains(expected), "{err} lacks {expected}");
-        }
     }
 
     #[test]

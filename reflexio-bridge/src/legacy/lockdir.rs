@@ -47,8 +47,6 @@ struct LockFile {
 /// What one poll found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LockDirCounts {
-    /// Lock files present.
-    pub files: u64,
     /// Files whose name or contents are not a lock name and a process id, seen for the first
     /// time (a file counts again only after it was fixed or removed).
     pub invalid: u64,
@@ -101,7 +99,6 @@ impl LockDir {
             if !meta.is_file() {
                 continue;
             }
-            counts.files += 1;
             let name = path
                 .file_stem()
                 .and_then(|s| s.to_str())

@@ -1,5 +1,11 @@
 //! The metric contract: every exported metric's name, type, unit, labels and meaning, in one
 //! place. `docs/metrics.md` documents the same table, and a test keeps the two in step.
+//!
+//! A [`MetricSpec`] also puts itself on an OpenTelemetry `Meter` ([`MetricSpec::observe_u64`],
+//! [`MetricSpec::observe_f64`], [`MetricSpec::histogram`]): name, help and unit in one call,
+//! from one place, and the instrument type from its kind.
+
+use opentelemetry::metrics::{AsyncInstrument, AsyncInstrumentBuilder, Histogram, Meter};
 
 /// The Prometheus type of an exported metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,6 +46,79 @@ pub struct MetricSpec {
     pub labels: &'static [&'static str],
     /// What it means: the `# HELP` text.
     pub help: &'static str,
+}
+
+impl MetricSpec {
+    /// Registers the metric on `meter` as an observable instrument with the contract's name,
+    /// help and unit: a counter if it is one, else a gauge. `callback` reports its values at
+    /// each collection.
+    ///
+    /// ```
+    /// use opentelemetry::metrics::MeterProvider;
+    /// use reflexio_otel::{PrometheusPipeline, contract};
+    ///
+    /// let pipeline = PrometheusPipeline::new()?;
+    /// let meter = pipeline.provider.meter("example");
+    /// contract::INGEST_EVENTS.observe_u64(&meter, |o| o.observe(7, &[]));
+    /// assert!(pipeline.encode()?.contains("\nreflexio_ingest_events_total 7\n"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn observe_u64(
+        &self,
+        meter: &Meter,
+        callback: impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+    ) {
+        match self.kind {
+            MetricKind::Counter => {
+                self.described(meter.u64_observable_counter(self.instrument))
+                    .with_callback(callback)
+                    .build();
+            }
+            MetricKind::Gauge | MetricKind::Histogram => {
+                self.described(meter.u64_observable_gauge(self.instrument))
+                    .with_callback(callback)
+                    .build();
+            }
+        }
+    }
+
+    /// Like [`MetricSpec::observe_u64`], for values that are not whole numbers.
+    pub fn observe_f64(
+        &self,
+        meter: &Meter,
+        callback: impl Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
+    ) {
+        match self.kind {
+            MetricKind::Counter => {
+                self.described(meter.f64_observable_counter(self.instrument))
+                    .with_callback(callback)
+                    .build();
+            }
+            MetricKind::Gauge | MetricKind::Histogram => {
+                self.described(meter.f64_observable_gauge(self.instrument))
+                    .with_callback(callback)
+                    .build();
+            }
+        }
+    }
+
+    /// The metric as an SDK histogram on `meter` with the contract's name, help and unit, and
+    /// `boundaries` as its bucket bounds.
+    pub fn histogram(&self, meter: &Meter, boundaries: &[f64]) -> Histogram<f64> {
+        meter
+            .f64_histogram(self.instrument)
+            .with_description(self.help)
+            .with_unit(self.unit)
+            .with_boundaries(boundaries.to_vec())
+            .build()
+    }
+
+    fn described<'a, I, M>(
+        &self,
+        builder: AsyncInstrumentBuilder<'a, I, M>,
+    ) -> AsyncInstrumentBuilder<'a, I, M> {
+        builder.with_description(self.help).with_unit(self.unit)
+    }
 }
 
 /// The label naming a retention job's table.

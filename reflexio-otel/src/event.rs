@@ -361,7 +361,8 @@ impl CoveConfig {
     }
 }
 
-/// A process lock taken or released by a holder.
+/// A process lock taken or released by a holder. [`LockEvent::for_this_process`] fills in this
+/// process's id and host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LockEvent {
     /// The lock, e.g. `daily_digest`.
@@ -382,16 +383,6 @@ impl LockEvent {
             holder: Name::new(holder).map_err(|e| e.in_field("holder"))?,
             pid: None,
             host: None,
-        })
-    }
-
-    /// A lock event of this process: with its pid and this host's name, so that a restarted
-    /// holder can take the lock over and a dead one's lock counts as stale at once.
-    pub fn for_this_process(name: &str, holder: &str) -> Result<Self, ValueError> {
-        Ok(Self {
-            pid: Some(std::process::id()),
-            host: crate::locks::this_host().cloned(),
-            ..Self::new(name, holder)?
         })
     }
 }

@@ -45,36 +45,51 @@
 //! - **Time** ([`Clock`]): window code takes the time as a parameter; the clock only supplies
 //!   "now". [`ManualClock`] lets tests drive it.
 
+//!
+//! # Layers
+//!
+//! Each layer imports only from the layers below it (`scripts/check-layers` checks it):
+//!
+//! 1. `event`, `clock`, `contract`: the typed events and their validated values, the time
+//!    source, the metric contract — the vocabulary everything else speaks.
+//! 2. `error`: every error past the event boundary.
+//! 3. `model`: value types — window buckets and windows, histogram layouts and counts, process
+//!    locks, totals and table labels, deltas for the store and the changes it returns.
+//! 4. `store`: the SQLite store — options and health, schema and migrations, row writes and
+//!    read-back — and its writer thread, which reads from a `store::writer::Source`.
+//! 5. `engine`: the lock-free shards, the shared state, the snapshot, and the engine that
+//!    implements the writer's `Source` and the exporters' `SnapshotSource`.
+//! 6. `export`: the OpenTelemetry instruments (reading a `SnapshotSource`) and the Prometheus
+//!    wiring.
+//! 7. `recorder`: the public [`Recorder`] over the engine.
+
 #![warn(missing_docs)]
 
 mod clock;
 pub mod contract;
-mod delta;
+mod engine;
+mod error;
 mod event;
-mod exposition;
-mod histogram;
-mod instruments;
-mod locks;
-mod persist;
+mod export;
+mod model;
 mod recorder;
-mod shard;
-mod snapshot;
-mod state;
 mod store;
-mod window;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::snapshot::{LockCounts, Snapshot};
+pub use error::{DurableError, ExportError, RecordError, StoreError, StoreErrorKind};
 pub use event::{
     CoveConfig, CoveResult, Event, Fact, Fraction, LockEvent, MAX_NAME_LEN, MAX_ROUNDS, Name,
     Problem, RetentionRun, Rounds, ValueError,
 };
-pub use exposition::{
-    ExportError, PrometheusPipeline, TEXT_CONTENT_TYPE, encode_text, histogram_view,
-    with_prometheus,
+pub use export::prometheus::{
+    PrometheusPipeline, TEXT_CONTENT_TYPE, encode_text, histogram_view, with_prometheus,
 };
-pub use histogram::{Counts, HistogramCounts};
-pub use persist::{DurableError, StoreHealth};
-pub use recorder::{LockGuard, RecordError, Recorder, RecorderBuilder};
-pub use snapshot::{EMPTY_WINDOW_VALUE, LockCounts, Snapshot, TableLabel, Totals};
-pub use store::{Checkpoint, StoreError, StoreErrorKind, StoreOptions, Synchronous};
-pub use window::{DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};
+pub use model::bucket::{EMPTY_WINDOW_VALUE, FactBucket, RetentionBucket};
+pub use model::changes::Checkpoint;
+pub use model::histogram::{Counts, HistogramCounts};
+pub use model::totals::{TableLabel, Totals};
+pub use model::window::{DAY_MINUTES, WEEK_MINUTES};
+pub use recorder::{LockGuard, Recorder, RecorderBuilder};
+pub use store::health::StoreHealth;
+pub use store::options::{StoreOptions, Synchronous};

@@ -23,11 +23,11 @@
 //! above 1, and a histogram's sum may run ahead of its bucket counts but never behind.
 
 use crate::event::Fact;
-use crate::histogram::{
+use crate::model::bucket::{Bucket, FactBucket};
+use crate::model::histogram::{
     CONFIDENCE, CONFIDENCE_BUCKETS, COVERAGE, COVERAGE_BUCKETS, HistogramCounts, ROUNDS,
     ROUNDS_BUCKETS,
 };
-use crate::window::{Bucket, FactBucket};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use thread_local::ThreadLocal;

@@ -1,144 +1,16 @@
 //! Rolling windows: fixed, minute-aligned buckets in a ring, with a running sum.
 //!
-//! A bucket holds only integers (counts and sums in billionths), so adding buckets is exact,
-//! associative and commutative: buckets from several processes, or read back from disk, merge
-//! by addition. A window of `len` minutes at head minute `h` covers minutes `h - len + 1 ..= h`:
-//! the current minute and the `len - 1` before it. Memory and the cost of reading a window
-//! depend on `len`, never on the number of events.
+//! A window of `len` minutes at head minute `h` covers minutes `h - len + 1 ..= h`: the current
+//! minute and the `len - 1` before it. Memory and the cost of reading a window depend on `len`,
+//! never on the number of events. Its buckets (`bucket`) add exactly, so a window read back from
+//! disk, or merged from several processes, sums the same.
 
-use crate::event::{CoveResult, Fact};
+use crate::model::bucket::Bucket;
 
 /// Minutes in the 24-hour window.
 pub const DAY_MINUTES: u64 = 24 * 60;
 /// Minutes in the 7-day window.
 pub const WEEK_MINUTES: u64 = 7 * DAY_MINUTES;
-
-/// An additive window bucket.
-pub(crate) trait Bucket: Copy + Default + PartialEq {
-    fn add(&mut self, other: &Self);
-    fn sub(&mut self, other: &Self);
-}
-
-/// One minute of facts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FactBucket {
-    /// Facts recorded, assessed or not.
-    pub facts: u64,
-    /// Facts whose quality (hallucination, atomicity, citation coverage) is not known; the
-    /// others are the sample count of the ratios and means.
-    pub unassessed: u64,
-    /// Facts flagged as hallucinated.
-    pub hallucinated: u64,
-    /// Facts that were not atomic.
-    pub non_atomic: u64,
-    /// Sum of citation coverage, in billionths.
-    pub coverage_sum: u64,
-    /// Facts with a CoVe result.
-    pub cove_facts: u64,
-    /// Sum of CoVe confidence, in billionths.
-    pub confidence_sum: u64,
-    /// Sum of CoVe verification rounds.
-    pub rounds_sum: u64,
-}
-
-impl FactBucket {
-    /// The bucket holding exactly one fact.
-    pub(crate) fn of(fact: &Fact) -> Self {
-        Self {
-            hallucinated: u64::from(fact.hallucinated),
-            non_atomic: u64::from(!fact.atomic),
-            coverage_sum: fact.citation_coverage.nanos(),
-            ..Self::cove(1, fact.cove)
-        }
-    }
-
-    /// The bucket holding one fact whose quality is not known.
-    pub(crate) fn unassessed(cove: Option<CoveResult>) -> Self {
-        Self {
-            unassessed: 1,
-            ..Self::cove(1, cove)
-        }
-    }
-
-    fn cove(facts: u64, cove: Option<CoveResult>) -> Self {
-        let (cove_facts, confidence_sum, rounds_sum) = match cove {
-            Some(c) => (1, c.confidence.nanos(), u64::from(c.rounds.get())),
-            None => (0, 0, 0),
-        };
-        Self {
-            facts,
-            cove_facts,
-            confidence_sum,
-            rounds_sum,
-            ..Self::default()
-        }
-    }
-
-    /// Facts whose quality is known: the sample count of the ratios and means.
-    pub fn assessed(&self) -> u64 {
-        self.facts.wrapping_sub(self.unassessed)
-    }
-}
-
-impl Bucket for FactBucket {
-    fn add(&mut self, o: &Self) {
-        self.facts = self.facts.wrapping_add(o.facts);
-        self.unassessed = self.unassessed.wrapping_add(o.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_add(o.hallucinated);
-        self.non_atomic = self.non_atomic.wrapping_add(o.non_atomic);
-        self.coverage_sum = self.coverage_sum.wrapping_add(o.coverage_sum);
-        self.cove_facts = self.cove_facts.wrapping_add(o.cove_facts);
-        self.confidence_sum = self.confidence_sum.wrapping_add(o.confidence_sum);
-        self.rounds_sum = self.rounds_sum.wrapping_add(o.rounds_sum);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.facts = self.facts.wrapping_sub(o.facts);
-        self.unassessed = self.unassessed.wrapping_sub(o.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_sub(o.hallucinated);
-        self.non_atomic = self.non_atomic.wrapping_sub(o.non_atomic);
-        self.coverage_sum = self.coverage_sum.wrapping_sub(o.coverage_sum);
-        self.cove_facts = self.cove_facts.wrapping_sub(o.cove_facts);
-        self.confidence_sum = self.confidence_sum.wrapping_sub(o.confidence_sum);
-        self.rounds_sum = self.rounds_sum.wrapping_sub(o.rounds_sum);
-    }
-}
-
-/// One minute of retention runs (all tables together).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionBucket {
-    /// Runs, dry or not, failed or not.
-    pub operations: u64,
-    /// Records deleted by runs that were not dry runs.
-    pub deleted_records: u64,
-    /// Runs that failed.
-    pub errors: u64,
-}
-
-impl RetentionBucket {
-    /// The bucket holding exactly one run.
-    pub(crate) fn of(run: &crate::event::RetentionRun) -> Self {
-        Self {
-            operations: 1,
-            deleted_records: run.counted_deletions(),
-            errors: u64::from(run.error.is_some()),
-        }
-    }
-}
-
-impl Bucket for RetentionBucket {
-    fn add(&mut self, o: &Self) {
-        self.operations = self.operations.wrapping_add(o.operations);
-        self.deleted_records = self.deleted_records.wrapping_add(o.deleted_records);
-        self.errors = self.errors.wrapping_add(o.errors);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.operations = self.operations.wrapping_sub(o.operations);
-        self.deleted_records = self.deleted_records.wrapping_sub(o.deleted_records);
-        self.errors = self.errors.wrapping_sub(o.errors);
-    }
-}
 
 /// A ring of `len` minute buckets and their running sum.
 #[derive(Debug, Clone)]
@@ -258,6 +130,7 @@ impl<B: Bucket> Window<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bucket::RetentionBucket;
 
     fn ops(n: u64) -> RetentionBucket {
         RetentionBucket {
@@ -307,26 +180,5 @@ mod tests {
         assert_eq!(w.sum().operations, 1);
         assert!(w.add(46, &ops(1)));
         assert!(!w.add(45, &ops(1)));
-    }
-
-    #[test]
-    fn buckets_add_and_subtract_exactly() {
-        let a = FactBucket {
-            facts: 3,
-            unassessed: 1,
-            hallucinated: 1,
-            non_atomic: 2,
-            coverage_sum: 2_940_000_000,
-            cove_facts: 2,
-            confidence_sum: 1_800_000_000,
-            rounds_sum: 3,
-        };
-        let mut s = FactBucket::default();
-        s.add(&a);
-        s.add(&a);
-        s.sub(&a);
-        assert_eq!(s, a);
-        s.sub(&a);
-        assert_eq!(s, FactBucket::default());
     }
 }

@@ -2,27 +2,15 @@
 //! out exactly as in the contract, and the one place that encodes the registry to text.
 
 use crate::contract;
-use crate::histogram::{CONFIDENCE, COVERAGE, ROUNDS};
+use crate::error::ExportError;
+use crate::model::histogram::{CONFIDENCE, COVERAGE, ROUNDS};
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, MeterProviderBuilder, SdkMeterProvider, Stream,
 };
 use prometheus::{Registry, TextEncoder};
-use thiserror::Error;
 
 /// The content type of the text exposition.
 pub const TEXT_CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
-
-/// Setting up or encoding the Prometheus exposition failed.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum ExportError {
-    /// The OpenTelemetry Prometheus exporter could not be registered.
-    #[error("cannot register the Prometheus exporter: {0}")]
-    Exporter(String),
-    /// The registry could not be encoded as text.
-    #[error("cannot encode the Prometheus exposition: {0}")]
-    Encode(#[from] prometheus::Error),
-}
 
 /// A view for the contract's histograms: their bucket bounds, and no min/max (replayed
 /// observations make them meaningless). Add it to a provider you build yourself;

@@ -7,14 +7,16 @@
 //! rows the store returns replace the state's values, with the changes recorded meanwhile
 //! added back.
 
-use crate::delta::{Delta, add_totals, newer_cove};
+use crate::engine::shard::Drained;
+use crate::engine::snapshot::{LockCounts, Snapshot};
 use crate::event::{CoveConfig, CoveResult, Fact, LockEvent, Name, RetentionRun};
-use crate::histogram::HistogramCounts;
-use crate::locks::{LockConflict, LockRegistry};
-use crate::shard::Drained;
-use crate::snapshot::{LockCounts, Snapshot, TableLabel, Totals};
-use crate::store::Changes;
-use crate::window::{Bucket, DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES, Window};
+use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
+use crate::model::changes::Changes;
+use crate::model::delta::{Delta, newer_cove};
+use crate::model::histogram::HistogramCounts;
+use crate::model::locks::{LockConflict, LockRegistry};
+use crate::model::totals::{TableLabel, Totals};
+use crate::model::window::{DAY_MINUTES, WEEK_MINUTES, Window};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
@@ -196,11 +198,7 @@ impl State {
     pub(crate) fn add_facts(&mut self, minute: u64, bucket: &FactBucket) {
         self.advance(minute);
         self.facts.add(minute, bucket);
-        let t = &mut self.totals;
-        t.facts = t.facts.wrapping_add(bucket.facts);
-        t.unassessed = t.unassessed.wrapping_add(bucket.unassessed);
-        t.hallucinated = t.hallucinated.wrapping_add(bucket.hallucinated);
-        t.atomicity_violations = t.atomicity_violations.wrapping_add(bucket.non_atomic);
+        self.totals.add_facts(bucket);
         if let Some(u) = &mut self.unflushed {
             u.add_facts(minute, bucket);
         }
@@ -231,10 +229,10 @@ impl State {
             digests: drained.digests,
             ..Totals::default()
         };
-        add_totals(&mut self.totals, &totals);
+        self.totals.add(&totals);
         self.histograms.add(&drained.histograms);
         if let Some(u) = &mut self.unflushed {
-            add_totals(&mut u.totals, &totals);
+            u.totals.add(&totals);
             u.histograms.add(&drained.histograms);
         }
     }
@@ -381,7 +379,7 @@ impl State {
             self.retention.set(minute, &v);
         }
         self.totals = c.totals;
-        add_totals(&mut self.totals, &u.totals);
+        self.totals.add(&u.totals);
         self.histograms = c.histograms;
         self.histograms.add(&u.histograms);
 

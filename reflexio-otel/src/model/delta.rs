@@ -3,10 +3,11 @@
 //! intervals, or of several durable batches, combine into one write.
 
 use crate::event::{CoveConfig, Name};
-use crate::histogram::HistogramCounts;
-use crate::locks::HeldLock;
-use crate::snapshot::{TableLabel, Totals};
-use crate::window::{Bucket, DAY_MINUTES, FactBucket, RetentionBucket, WEEK_MINUTES};
+use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
+use crate::model::histogram::HistogramCounts;
+use crate::model::locks::HeldLock;
+use crate::model::totals::{TableLabel, Totals};
+use crate::model::window::{DAY_MINUTES, WEEK_MINUTES};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -22,17 +23,6 @@ pub(crate) struct Delta {
     pub(crate) tables: BTreeMap<TableLabel, RetentionBucket>,
     pub(crate) cove: Option<(CoveConfig, SystemTime)>,
     pub(crate) locks: BTreeMap<(Name, Name), LockChange>,
-}
-
-pub(crate) fn add_totals(into: &mut Totals, t: &Totals) {
-    into.transcriptions = into.transcriptions.wrapping_add(t.transcriptions);
-    into.facts = into.facts.wrapping_add(t.facts);
-    into.unassessed = into.unassessed.wrapping_add(t.unassessed);
-    into.digests = into.digests.wrapping_add(t.digests);
-    into.hallucinated = into.hallucinated.wrapping_add(t.hallucinated);
-    into.atomicity_violations = into
-        .atomicity_violations
-        .wrapping_add(t.atomicity_violations);
 }
 
 /// Keeps the configuration with the latest time (the later one on a tie).
@@ -54,11 +44,7 @@ impl Delta {
     /// A minute of facts, with its totals.
     pub(crate) fn add_facts(&mut self, minute: u64, bucket: &FactBucket) {
         self.facts.entry(minute).or_default().add(bucket);
-        let t = &mut self.totals;
-        t.facts = t.facts.wrapping_add(bucket.facts);
-        t.unassessed = t.unassessed.wrapping_add(bucket.unassessed);
-        t.hallucinated = t.hallucinated.wrapping_add(bucket.hallucinated);
-        t.atomicity_violations = t.atomicity_violations.wrapping_add(bucket.non_atomic);
+        self.totals.add_facts(bucket);
     }
 
     pub(crate) fn add_retention(&mut self, minute: u64, table: TableLabel, run: &RetentionBucket) {
@@ -82,7 +68,7 @@ impl Delta {
         for (m, b) in &later.retention {
             self.retention.entry(*m).or_default().add(b);
         }
-        add_totals(&mut self.totals, &later.totals);
+        self.totals.add(&later.totals);
         self.histograms.add(&later.histograms);
         for (t, b) in &later.tables {
             self.tables.entry(t.clone()).or_default().add(b);

@@ -2,118 +2,39 @@
 //! writes what was recorded since the last write and reads back what other processes wrote;
 //! durable batches that arrive meanwhile are written in the same transaction (group commit).
 //! It keeps the store's health, and retries after failures without losing anything.
+//!
+//! The writer does not know the engine that owns it: it takes changes from, and hands the
+//! store's rows back to, a [`Source`].
 
-use crate::delta::Delta;
-use crate::recorder::Inner;
-use crate::store::{Checkpoint, Db, StoreError, StoreErrorKind, StoreOptions};
-use std::path::PathBuf;
+use crate::error::{DurableError, StoreError, StoreErrorKind};
+use crate::model::changes::{Changes, Checkpoint};
+use crate::model::delta::Delta;
+use crate::store::db::Db;
+use crate::store::health::StoreHealth;
+use crate::store::options::StoreOptions;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
-use thiserror::Error;
 
-/// Why a durable batch was not recorded. Nothing of a refused batch is recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum DurableError {
-    /// An event of the batch is invalid; `index` is its position.
-    #[error("event {index}: {error}")]
-    Invalid {
-        /// The position of the first invalid event.
-        index: usize,
-        /// What is wrong with it.
-        error: crate::RecordError,
-    },
-    /// The recorder was built without a store.
-    #[error("the recorder has no store to make events durable in")]
-    NoStore,
-    /// The recorder's store was shut down.
-    #[error("the recorder's store is shut down")]
-    Closed,
-    /// A checkpoint did not hold its expected value: another process moved it.
-    #[error("checkpoint `{key}` was moved by another process")]
-    CheckpointMoved {
-        /// The checkpoint.
-        key: String,
-    },
-    /// The batch could not be committed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+/// Window minutes at or before which the store prunes `(facts, retention runs)`.
+pub(crate) type Prune = (u64, u64);
 
-/// The state of the store, as of the last attempt to write or read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct StoreHealth {
-    /// The store's file.
-    pub path: PathBuf,
-    /// Why the last attempt failed; `None` if it succeeded.
-    pub last_error: Option<StoreError>,
-    /// When the current run of failures began.
-    pub failing_since: Option<SystemTime>,
-    /// When an attempt last succeeded.
-    pub last_success: Option<SystemTime>,
-    /// Successful flushes (each writes what is new and reads what others wrote).
-    pub flushes: u64,
-    errors: [u64; StoreErrorKind::ALL.len()],
-}
+/// What the writer writes from and reads back into: the engine, or a fake in tests. No method
+/// waits on I/O.
+pub(crate) trait Source: Send + Sync {
+    /// The time now, by the source's clock.
+    fn now(&self) -> SystemTime;
 
-impl StoreHealth {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            last_error: None,
-            failing_since: None,
-            last_success: None,
-            flushes: 0,
-            errors: [0; StoreErrorKind::ALL.len()],
-        }
-    }
+    /// Takes what is new since the last write — or, with `everything`, all the source holds (for
+    /// a fresh store to continue where the source is) — and the minutes the store can prune.
+    fn take_unflushed(&self, now: SystemTime, everything: bool) -> (Delta, Prune);
 
-    /// The store was read and the last attempt to write it succeeded.
-    pub fn is_healthy(&self) -> bool {
-        self.last_error.is_none() && self.last_success.is_some()
-    }
+    /// Puts back what [`Source::take_unflushed`] gave, after the write failed: in front of what
+    /// was recorded since.
+    fn restore_unflushed(&self, taken: Delta);
 
-    /// Failed attempts of `kind` so far.
-    pub fn errors(&self, kind: StoreErrorKind) -> u64 {
-        StoreErrorKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |i| self.errors[i])
-    }
-
-    fn succeeded(&mut self, at: SystemTime) {
-        if let Some(e) = self.last_error.take() {
-            tracing::info!(
-                path = %self.path.display(),
-                after = %e,
-                "metrics store is writable again; nothing recorded meanwhile was lost"
-            );
-        }
-        self.failing_since = None;
-        self.last_success = Some(at);
-        self.flushes += 1;
-    }
-
-    fn failed(&mut self, error: &StoreError, at: SystemTime) {
-        let changed = self.last_error.as_ref().map(StoreError::kind) != Some(error.kind());
-        if changed {
-            tracing::error!(
-                error = %error,
-                "cannot write the metrics store; recording continues in memory and the write is retried"
-            );
-        } else {
-            tracing::debug!(error = %error, "metrics store write failed again");
-        }
-        if self.last_error.is_none() {
-            self.failing_since = Some(at);
-        }
-        if let Some(i) = StoreErrorKind::ALL.iter().position(|k| *k == error.kind()) {
-            self.errors[i] += 1;
-        }
-        self.last_error = Some(error.clone());
-    }
+    /// Takes in what the store returned, read at `now`.
+    fn apply_changes(&self, changes: Changes, now: SystemTime);
 }
 
 struct Request {
@@ -144,20 +65,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The writer thread of one recorder.
-pub(crate) struct Persister {
+pub(crate) struct Writer {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for Persister {
+impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Persister")
+        f.debug_struct("Writer")
             .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
 }
 
-impl Persister {
+impl Writer {
     pub(crate) fn new(options: StoreOptions) -> Self {
         let health = StoreHealth::new(options.path.clone());
         Self {
@@ -171,17 +92,16 @@ impl Persister {
         }
     }
 
-    /// Opens the store and loads it into `inner`'s state (in the calling thread, so that the
-    /// recorder never exports less than the store holds), then starts the writer thread. If the
-    /// store cannot be opened, the thread keeps trying.
-    pub(crate) fn start(&self, inner: &Arc<Inner>) {
+    /// Opens the store and loads it into `source` (in the calling thread, so that the recorder
+    /// never exports less than the store holds), then starts the writer thread. If the store
+    /// cannot be opened, the thread keeps trying.
+    pub(crate) fn start(&self, source: Arc<dyn Source>) {
         let mut db = None;
-        sync(inner, &self.shared, &mut db, false, Vec::new());
+        sync(&*source, &self.shared, &mut db, false, Vec::new());
         let shared = Arc::clone(&self.shared);
-        let inner = Arc::clone(inner);
         let spawned = std::thread::Builder::new()
             .name("reflexio-store".into())
-            .spawn(move || run(&shared, &inner, db));
+            .spawn(move || run(&shared, &*source, db));
         match spawned {
             Ok(handle) => *lock(&self.thread) = Some(handle),
             Err(e) => {
@@ -237,7 +157,7 @@ impl Persister {
     }
 }
 
-fn run(shared: &Shared, inner: &Arc<Inner>, mut db: Option<Db>) {
+fn run(shared: &Shared, source: &dyn Source, mut db: Option<Db>) {
     let interval = shared.options.flush_interval;
     let mut next = Instant::now() + interval;
     loop {
@@ -260,7 +180,7 @@ fn run(shared: &Shared, inner: &Arc<Inner>, mut db: Option<Db>) {
             (std::mem::take(&mut q.requests), q.stop)
         };
         next = Instant::now() + interval;
-        sync(inner, shared, &mut db, true, requests);
+        sync(source, shared, &mut db, true, requests);
         if stop {
             break;
         }
@@ -270,16 +190,22 @@ fn run(shared: &Shared, inner: &Arc<Inner>, mut db: Option<Db>) {
 /// One round trip to the store: writes what was recorded since the last one (plus the durable
 /// requests' deltas) and reads back what changed. On failure, the recorded changes are kept
 /// for the next round and the requests are refused.
-fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, requests: Vec<Request>) {
+fn sync(
+    source: &dyn Source,
+    shared: &Shared,
+    db: &mut Option<Db>,
+    write: bool,
+    requests: Vec<Request>,
+) {
     let (checked, requests): (Vec<_>, Vec<_>) = requests
         .into_iter()
         .partition(|r| !r.checkpoints.is_empty());
     // The error that refuses the checked requests still waiting, once the store failed.
-    let mut failed = sync_group(inner, shared, db, write, requests).err();
+    let mut failed = sync_group(source, shared, db, write, requests).err();
     for request in checked {
         let reply = match (&failed, db.as_mut()) {
             (Some(e), _) => Err(e.clone()),
-            (None, Some(db)) => commit_checked(inner, shared, db, &request),
+            (None, Some(db)) => commit_checked(source, shared, db, &request),
             (None, None) => Err(DurableError::Closed),
         };
         if let Err(e @ DurableError::Store(store)) = &reply
@@ -296,15 +222,15 @@ fn sync(inner: &Inner, shared: &Shared, db: &mut Option<Db>, write: bool, reques
 /// Commits one request with checkpoints in a transaction of its own, so that a checkpoint
 /// another process moved refuses only this request.
 fn commit_checked(
-    inner: &Inner,
+    source: &dyn Source,
     shared: &Shared,
     db: &mut Db,
     request: &Request,
 ) -> Result<(), DurableError> {
-    let now = inner.clock.now();
+    let now = source.now();
     match db.commit_checked(&request.delta, &request.checkpoints, (0, 0)) {
         Ok(Ok(changes)) => {
-            inner.apply_changes(changes, now);
+            source.apply_changes(changes, now);
             lock(&shared.health).succeeded(now);
             Ok(())
         }
@@ -318,13 +244,13 @@ fn commit_checked(
 
 /// One round trip for the interval's changes and the requests without checkpoints.
 fn sync_group(
-    inner: &Inner,
+    source: &dyn Source,
     shared: &Shared,
     db: &mut Option<Db>,
     write: bool,
     requests: Vec<Request>,
 ) -> Result<(), DurableError> {
-    let now = inner.clock.now();
+    let now = source.now();
     let opened = match db {
         Some(_) => Ok(false),
         None => Db::open(&shared.options).map(|opened| db.insert(opened).is_fresh()),
@@ -332,7 +258,7 @@ fn sync_group(
     let (taken, prune) = match &opened {
         // A fresh store (created, or replacing a damaged file) gets everything the state
         // holds, so that it continues where the state is.
-        Ok(fresh) if write => inner.take_unflushed(now, *fresh),
+        Ok(fresh) if write => source.take_unflushed(now, *fresh),
         _ => (Delta::default(), (0, 0)),
     };
     let mut delta = taken.clone();
@@ -357,13 +283,13 @@ fn sync_group(
     let reply = match result {
         Ok(changes) => {
             if let Some(changes) = changes {
-                inner.apply_changes(changes, now);
+                source.apply_changes(changes, now);
             }
             lock(&shared.health).succeeded(now);
             Ok(())
         }
         Err(e) => {
-            inner.restore_unflushed(taken);
+            source.restore_unflushed(taken);
             lock(&shared.health).failed(&e, now);
             if e.kind() != StoreErrorKind::Busy {
                 // Reopen (and reload) next time: the file may have been fixed or replaced.

@@ -4,9 +4,10 @@
 //! refused when it is the same process (same pid and host, or neither known): that is a double
 //! acquire. A different process with the holder's name (the holder restarted) takes the lock
 //! over. A lock is stale when it has been held longer than the threshold, or when its holder
-//! ran on this host and that process is gone.
+//! ran on this host and that process is gone. [`LockEvent::for_this_process`] is defined here,
+//! beside what it fills in: this process's id and this host's name.
 
-use crate::event::{LockEvent, Name};
+use crate::event::{LockEvent, Name, ValueError};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -45,6 +46,18 @@ impl HeldLock {
             (Some(pid), Some(host)) if Some(host) == this_host() => !process_is_alive(pid),
             _ => false,
         }
+    }
+}
+
+impl LockEvent {
+    /// A lock event of this process: with its pid and this host's name, so that a restarted
+    /// holder can take the lock over and a dead one's lock counts as stale at once.
+    pub fn for_this_process(name: &str, holder: &str) -> Result<Self, ValueError> {
+        Ok(Self {
+            pid: Some(std::process::id()),
+            host: this_host().cloned(),
+            ..Self::new(name, holder)?
+        })
     }
 }
 

@@ -7,9 +7,9 @@
 //! `count` observations of one value inside that bucket, the values chosen so that their sum
 //! equals the exact sum of the real observations. Bucket counts and counts match exactly; the
 //! sum matches to floating-point rounding. Minimum and maximum are not meaningful after a
-//! replay; [`crate::histogram_view`] turns them off.
+//! replay; the exposition's `histogram_view` turns them off.
 
-use crate::event::FRACTION_SCALE;
+use crate::event::{CoveResult, FRACTION_SCALE, Fact, MAX_ROUNDS};
 
 /// How a histogram's observations are bucketed, in integer units.
 #[derive(Debug)]
@@ -33,58 +33,67 @@ impl Layout {
     }
 }
 
-/// Citation coverage, `[0, 1]`: fine steps near the 95% and 98% targets.
-pub(crate) const COVERAGE: Layout = Layout {
-    bounds: &[0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99],
-    bounds_units: &[
-        500_000_000,
-        700_000_000,
-        800_000_000,
-        900_000_000,
-        950_000_000,
-        980_000_000,
-        990_000_000,
-    ],
-    scale: FRACTION_SCALE,
-    min_units: 0,
-    max_units: FRACTION_SCALE,
-};
+/// `bounds` in integer units of `scale` per 1.0, checked at compile time to increase strictly
+/// within `(min, max)` units and to be whole units.
+const fn units<const N: usize>(bounds: [f64; N], scale: u64, min: u64, max: u64) -> [u64; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        let exact = bounds[i] * scale as f64;
+        let rounded = exact.round();
+        assert!(
+            (exact - rounded).abs() < 1e-6,
+            "a bound is not a whole number of units"
+        );
+        out[i] = rounded as u64;
+        assert!(
+            out[i] >= min && out[i] < max,
+            "a bound is outside the observations' range"
+        );
+        assert!(i == 0 || out[i] > out[i - 1], "bounds must increase");
+        i += 1;
+    }
+    out
+}
+
+/// Citation coverage bounds, `[0, 1]`: fine steps near the 95% and 98% targets.
+const COVERAGE_BOUNDS: [f64; 7] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 /// Buckets of [`COVERAGE`], including `+Inf`.
-pub(crate) const COVERAGE_BUCKETS: usize = 8;
-
-/// CoVe confidence, `[0, 1]`: tenths, plus 0.95 and 0.99.
-pub(crate) const CONFIDENCE: Layout = Layout {
-    bounds: &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
-    bounds_units: &[
-        100_000_000,
-        200_000_000,
-        300_000_000,
-        400_000_000,
-        500_000_000,
-        600_000_000,
-        700_000_000,
-        800_000_000,
-        900_000_000,
-        950_000_000,
-        990_000_000,
-    ],
+pub(crate) const COVERAGE_BUCKETS: usize = COVERAGE_BOUNDS.len() + 1;
+/// Citation coverage.
+pub(crate) const COVERAGE: Layout = Layout {
+    bounds: &COVERAGE_BOUNDS,
+    bounds_units: &units(COVERAGE_BOUNDS, FRACTION_SCALE, 0, FRACTION_SCALE),
     scale: FRACTION_SCALE,
     min_units: 0,
     max_units: FRACTION_SCALE,
 };
-/// Buckets of [`CONFIDENCE`], including `+Inf`.
-pub(crate) const CONFIDENCE_BUCKETS: usize = 12;
 
-/// CoVe verification rounds, `1..=1000`.
+/// CoVe confidence bounds, `[0, 1]`: tenths, plus 0.95 and 0.99.
+const CONFIDENCE_BOUNDS: [f64; 11] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99];
+/// Buckets of [`CONFIDENCE`], including `+Inf`.
+pub(crate) const CONFIDENCE_BUCKETS: usize = CONFIDENCE_BOUNDS.len() + 1;
+/// CoVe confidence.
+pub(crate) const CONFIDENCE: Layout = Layout {
+    bounds: &CONFIDENCE_BOUNDS,
+    bounds_units: &units(CONFIDENCE_BOUNDS, FRACTION_SCALE, 0, FRACTION_SCALE),
+    scale: FRACTION_SCALE,
+    min_units: 0,
+    max_units: FRACTION_SCALE,
+};
+
+/// CoVe verification rounds bounds, `1..=`[`MAX_ROUNDS`].
+const ROUNDS_BOUNDS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0];
+/// Buckets of [`ROUNDS`], including `+Inf`.
+pub(crate) const ROUNDS_BUCKETS: usize = ROUNDS_BOUNDS.len() + 1;
+/// CoVe verification rounds.
 pub(crate) const ROUNDS: Layout = Layout {
-    bounds: &[1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0],
-    bounds_units: &[1, 2, 3, 4, 5, 7, 10],
+    bounds: &ROUNDS_BOUNDS,
+    bounds_units: &units(ROUNDS_BOUNDS, 1, 1, MAX_ROUNDS as u64),
     scale: 1,
     min_units: 1,
-    max_units: crate::event::MAX_ROUNDS as u64,
+    max_units: MAX_ROUNDS as u64,
 };
-/// Buckets of [`ROUNDS`], including `+Inf`.
-pub(crate) const ROUNDS_BUCKETS: usize = 8;
 
 /// Cumulative observations of one histogram: per-bucket counts and the exact sum in units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +211,7 @@ impl HistogramCounts {
     }
 
     /// Counts `fact`'s observations.
-    pub(crate) fn observe(&mut self, fact: &crate::event::Fact) {
+    pub(crate) fn observe(&mut self, fact: &Fact) {
         let cov = fact.citation_coverage.nanos();
         bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
         self.coverage.sum = self.coverage.sum.wrapping_add(cov);
@@ -210,7 +219,7 @@ impl HistogramCounts {
     }
 
     /// Counts a CoVe result's observations.
-    pub(crate) fn observe_cove(&mut self, cove: Option<crate::event::CoveResult>) {
+    pub(crate) fn observe_cove(&mut self, cove: Option<CoveResult>) {
         if let Some(c) = cove {
             let conf = c.confidence.nanos();
             let rounds = u64::from(c.rounds.get());

@@ -1,0 +1,412 @@
+//! The engine: validates event times, routes events to the lock-free shards or the shared
+//! state, keeps the latest snapshot, runs background upkeep, and owns the store writer.
+//!
+//! The writer sees the engine only as its `Source` (take what is new, put it back on failure,
+//! apply what the store returned); the OpenTelemetry callbacks see it only as a
+//! [`SnapshotSource`]. Neither knows the type.
+
+use crate::clock::{Clock, minute_of};
+use crate::engine::shard::Shards;
+use crate::engine::snapshot::{RefreshHook, Snapshot, SnapshotSource};
+use crate::engine::state::{Limits, State};
+use crate::error::{DurableError, RecordError, StoreError};
+use crate::event::{CoveConfig, Event, Fact, LockEvent, RetentionRun};
+use crate::model::bucket::{FactBucket, RetentionBucket};
+use crate::model::changes::{Changes, Checkpoint};
+use crate::model::delta::Delta;
+use crate::model::locks::{HeldLock, LockConflict};
+use crate::model::window::{DAY_MINUTES, WEEK_MINUTES};
+use crate::store::health::StoreHealth;
+use crate::store::options::StoreOptions;
+use crate::store::writer::{Prune, Source, Writer};
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How an engine is set up.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) clock: Arc<dyn Clock>,
+    /// How often the upkeep thread runs; `None`: no upkeep thread.
+    pub(crate) upkeep_interval: Option<Duration>,
+    pub(crate) max_future_skew: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) store: Option<StoreOptions>,
+}
+
+fn nanos_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+pub(crate) struct Engine {
+    clock: Arc<dyn Clock>,
+    max_future_skew: Duration,
+    shards: Shards,
+    /// The latest time the clock read at a refresh, in nanoseconds since the epoch: events
+    /// stamped "now" never count before it, even when the clock goes back.
+    latest_now: AtomicU64,
+    state: Mutex<State>,
+    latest: ArcSwap<Snapshot>,
+    hooks: Mutex<Vec<RefreshHook>>,
+    writer: Option<Writer>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("clock", &self.clock)
+            .field("max_future_skew", &self.max_future_skew)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds the engine and starts it: with a store, opens and loads it first (waiting at most
+    /// the busy timeout) and starts the writer; then publishes a first snapshot and starts the
+    /// upkeep thread.
+    pub(crate) fn start(settings: Settings) -> Arc<Self> {
+        let persistent = settings.store.is_some();
+        let engine = Arc::new(Self {
+            clock: settings.clock,
+            max_future_skew: settings.max_future_skew,
+            shards: Shards::default(),
+            latest_now: AtomicU64::new(0),
+            state: Mutex::new(State::new(settings.limits, persistent)),
+            latest: ArcSwap::from_pointee(Snapshot::empty()),
+            hooks: Mutex::new(Vec::new()),
+            writer: settings.store.map(Writer::new),
+        });
+        if let Some(writer) = &engine.writer {
+            writer.start(Arc::clone(&engine) as Arc<dyn Source>);
+        }
+        engine.refresh_at(engine.clock.now());
+        if let Some(interval) = settings.upkeep_interval {
+            spawn_upkeep(Arc::downgrade(&engine), interval);
+        }
+        engine
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves consistent integers behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drains the shards, moves the windows to `now`, publishes a new snapshot and runs the
+    /// refresh hooks.
+    pub(crate) fn refresh_at(&self, now: SystemTime) -> Arc<Snapshot> {
+        let snapshot = {
+            let mut state = self.state();
+            self.absorb(&mut state, now);
+            let mut snapshot = state.snapshot(now);
+            snapshot.store = self.store_health();
+            let snapshot = Arc::new(snapshot);
+            // Published under the lock, so snapshots are published in order.
+            self.latest.store(Arc::clone(&snapshot));
+            snapshot
+        };
+        for hook in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            hook(&snapshot);
+        }
+        snapshot
+    }
+
+    /// Drains the shards and publishes a snapshot taken now.
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.refresh_at(self.clock.now())
+    }
+
+    /// Moves the windows to `now` and takes in what the shards gathered.
+    fn absorb(&self, state: &mut State, now: SystemTime) {
+        state.observe_clock(now);
+        let now = self.now_at_least_latest(now);
+        self.latest_now
+            .fetch_max(nanos_since_epoch(now), Ordering::Relaxed);
+        state.advance(minute_of(now).unwrap_or(0));
+        let drained = self.shards.drain(|m, b| state.add_facts(m, b));
+        state.add_drained(&drained);
+    }
+
+    /// `now`, or the latest time seen if the clock went back behind it.
+    fn now_at_least_latest(&self, now: SystemTime) -> SystemTime {
+        let latest = UNIX_EPOCH + Duration::from_nanos(self.latest_now.load(Ordering::Relaxed));
+        now.max(latest)
+    }
+
+    /// The minute an event stamped "now" counts in: the clock's, or the latest one seen if the
+    /// clock has gone back. `None` for a (manual) clock before the epoch.
+    fn now_minute(&self) -> Option<u64> {
+        minute_of(self.now_at_least_latest(self.clock.now()))
+    }
+
+    /// The time an event is recorded at and the minute it counts in: its own time (now, if it
+    /// is ahead of the clock by no more than the allowed skew), or now.
+    fn resolve(&self, time: Option<SystemTime>) -> Result<(SystemTime, u64), RecordError> {
+        let now = self.clock.now();
+        let past = match time {
+            None => None,
+            Some(t) => match t.duration_since(now) {
+                Ok(ahead) if ahead > self.max_future_skew => {
+                    return Err(RecordError::FutureTime {
+                        ahead,
+                        max: self.max_future_skew,
+                    });
+                }
+                Ok(_) => None,
+                Err(_) => Some(t),
+            },
+        };
+        match past {
+            Some(t) => Ok((t, minute_of(t).ok_or(RecordError::BeforeEpoch)?)),
+            None => {
+                let now = self.now_at_least_latest(now);
+                Ok((now, minute_of(now).ok_or(RecordError::BeforeEpoch)?))
+            }
+        }
+    }
+
+    /// Records `event` at `time` (`None`: now).
+    pub(crate) fn record(
+        &self,
+        event: &Event,
+        time: Option<SystemTime>,
+    ) -> Result<(), RecordError> {
+        let (at, minute) = self.resolve(time)?;
+        match event {
+            Event::Transcription => self.shards.record_transcription(),
+            Event::Digest => self.shards.record_digest(),
+            Event::Fact(fact) => self.record_fact_in(minute, fact),
+            Event::UnassessedFact { cove } => self.state().add_unassessed_fact(minute, *cove),
+            Event::Retention(run) => self.state().add_retention(minute, run),
+            Event::CoveConfig(config) => self.state().set_cove(*config, at),
+            Event::LockAcquired(lock) => self
+                .state()
+                .acquire_lock(lock, at)
+                .map_err(|c| conflict(c, lock))?,
+            Event::LockReleased(lock) => self
+                .state()
+                .release_lock(lock)
+                .map_err(|c| conflict(c, lock))?,
+        }
+        Ok(())
+    }
+
+    fn record_fact_in(&self, minute: u64, fact: &Fact) {
+        if !self.shards.record_fact(minute, fact) {
+            self.state().add_fact(minute, fact);
+        }
+    }
+
+    /// Records a fact now: the hot path.
+    pub(crate) fn record_fact(&self, fact: &Fact) {
+        // The system clock never reads before the epoch; a manual one may, and is ignored.
+        if let Some(minute) = self.now_minute() {
+            self.record_fact_in(minute, fact);
+        }
+    }
+
+    /// Records a transcription now.
+    pub(crate) fn record_transcription(&self) {
+        self.shards.record_transcription();
+    }
+
+    /// Records a digest now.
+    pub(crate) fn record_digest(&self) {
+        self.shards.record_digest();
+    }
+
+    /// Records a retention run now.
+    pub(crate) fn record_retention(&self, run: &RetentionRun) {
+        if let Some(minute) = self.now_minute() {
+            self.state().add_retention(minute, run);
+        }
+    }
+
+    /// Records the CoVe configuration now.
+    pub(crate) fn record_cove_config(&self, config: CoveConfig) {
+        let now = self.now_at_least_latest(self.clock.now());
+        self.state().set_cove(config, now);
+    }
+
+    /// Validates a batch and turns it into one delta: every event, or an error naming the
+    /// first invalid one.
+    fn durable_delta(&self, events: &[(Event, Option<SystemTime>)]) -> Result<Delta, DurableError> {
+        let invalid = |index, error| DurableError::Invalid { index, error };
+        let times = events
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| self.resolve(*t).map_err(|e| invalid(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state = self.state();
+        state
+            .check_locks(events.iter().enumerate().filter_map(|(i, (e, _))| match e {
+                Event::LockAcquired(l) => Some((i, l, true)),
+                Event::LockReleased(l) => Some((i, l, false)),
+                _ => None,
+            }))
+            .map_err(|(i, c)| match &events[i].0 {
+                Event::LockAcquired(l) | Event::LockReleased(l) => invalid(i, conflict(c, l)),
+                _ => invalid(i, RecordError::BeforeEpoch),
+            })?;
+        let mut delta = Delta::default();
+        for ((event, _), (at, minute)) in events.iter().zip(times) {
+            match event {
+                Event::Transcription => delta.totals.transcriptions += 1,
+                Event::Digest => delta.totals.digests += 1,
+                Event::Fact(fact) => {
+                    delta.add_facts(minute, &FactBucket::of(fact));
+                    delta.histograms.observe(fact);
+                }
+                Event::UnassessedFact { cove } => {
+                    delta.add_facts(minute, &FactBucket::unassessed(*cove));
+                    delta.histograms.observe_cove(*cove);
+                }
+                Event::Retention(run) => {
+                    let label = state.table_label(&run.table);
+                    delta.add_retention(minute, label, &RetentionBucket::of(run));
+                }
+                Event::CoveConfig(config) => delta.set_cove(*config, at),
+                Event::LockAcquired(l) => {
+                    delta.lock(&l.name, &l.holder, Some(HeldLock::new(l, at)));
+                }
+                Event::LockReleased(l) => delta.lock(&l.name, &l.holder, None),
+            }
+        }
+        Ok(delta)
+    }
+
+    /// Records every event of `batch` or none, with `checkpoints` moved in the same
+    /// transaction, and returns once they are committed.
+    pub(crate) fn record_durable(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<(), DurableError> {
+        let writer = self.writer.as_ref().ok_or(DurableError::NoStore)?;
+        let delta = self.durable_delta(batch)?;
+        writer.commit(delta, checkpoints)
+    }
+
+    /// Writes everything recorded so far to the store and waits for the commit.
+    pub(crate) fn flush(&self) -> Result<(), DurableError> {
+        let writer = self.writer.as_ref().ok_or(DurableError::NoStore)?;
+        writer.commit(Delta::default(), Vec::new())
+    }
+
+    /// Stops the writer after a final write, and stops keeping changes for it.
+    pub(crate) fn stop_persisting(&self) -> Result<(), StoreError> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let result = writer.stop();
+        self.state().stop_tracking();
+        result
+    }
+
+    /// The store's health, if the engine has a store.
+    pub(crate) fn store_health(&self) -> Option<StoreHealth> {
+        self.writer.as_ref().map(Writer::health)
+    }
+
+    /// The process locks held now, each with the time it was taken.
+    pub(crate) fn held_locks(&self) -> Vec<(LockEvent, SystemTime)> {
+        self.state().held_locks()
+    }
+
+    /// The value of checkpoint `key` as last read from the store.
+    pub(crate) fn checkpoint(&self, key: &str) -> Option<i64> {
+        self.state().checkpoint(key)
+    }
+}
+
+impl SnapshotSource for Engine {
+    fn refresh(&self) -> Arc<Snapshot> {
+        self.snapshot()
+    }
+
+    fn latest(&self) -> Arc<Snapshot> {
+        self.latest.load_full()
+    }
+
+    fn on_refresh(&self, hook: RefreshHook) {
+        self.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+}
+
+impl Source for Engine {
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Everything recorded so far, and the minutes at or before which the store can prune facts
+    /// and retention runs. With `everything`, the whole state instead: for a fresh store (one
+    /// that replaced a damaged file, say) to continue where the state is, so exported counters
+    /// never go down.
+    fn take_unflushed(&self, now: SystemTime, everything: bool) -> (Delta, Prune) {
+        let mut state = self.state();
+        self.absorb(&mut state, now);
+        // By this process's clock: another process's clock must not prune everyone's minutes.
+        let minute = minute_of(now).unwrap_or(0);
+        let prune = (
+            minute.saturating_sub(DAY_MINUTES),
+            minute.saturating_sub(WEEK_MINUTES),
+        );
+        let unflushed = state.take_unflushed();
+        let delta = if everything {
+            state.full_delta()
+        } else {
+            unflushed
+        };
+        (delta, prune)
+    }
+
+    fn restore_unflushed(&self, taken: Delta) {
+        self.state().restore_unflushed(taken);
+    }
+
+    /// Minutes after `now` plus the allowed skew (written by a process whose clock is ahead)
+    /// stay out of the windows.
+    fn apply_changes(&self, changes: Changes, now: SystemTime) {
+        let skew_minutes = self.max_future_skew.as_secs().div_ceil(60);
+        let newest = minute_of(now).unwrap_or(0).saturating_add(skew_minutes);
+        self.state().apply_changes(changes, newest);
+    }
+}
+
+fn conflict(conflict: LockConflict, lock: &LockEvent) -> RecordError {
+    match conflict {
+        LockConflict::AlreadyHeld => RecordError::LockAlreadyHeld {
+            name: lock.name.clone(),
+            holder: lock.holder.clone(),
+        },
+        LockConflict::NotHeld => RecordError::LockNotHeld {
+            name: lock.name.clone(),
+            holder: lock.holder.clone(),
+        },
+        LockConflict::Full { limit } => RecordError::TooManyLocks { limit },
+    }
+}
+
+fn spawn_upkeep(engine: Weak<Engine>, interval: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("reflexio-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                let Some(engine) = engine.upgrade() else {
+                    break;
+                };
+                engine.snapshot();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(
+            error = %e,
+            "cannot start the upkeep thread; windows will move only when snapshots are taken"
+        );
+    }
+}

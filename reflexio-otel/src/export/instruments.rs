@@ -1,0 +1,232 @@
+//! OpenTelemetry wiring: the contract's instruments on a user-supplied `Meter`.
+//!
+//! Counters and gauges are observable instruments reading the recorder's latest snapshot: the
+//! first callback of a collection refreshes it, the rest read it, so one collection is one
+//! consistent instant and no callback holds a lock or does I/O. Histograms are SDK histograms
+//! fed by replaying the counted bucket deltas after every refresh (see `model::histogram`).
+//!
+//! The callbacks read through a [`SnapshotSource`], never the engine itself.
+
+use crate::contract::{self, KIND_LABEL, OVERFLOW_ATTRIBUTE, TABLE_LABEL};
+use crate::engine::snapshot::{Snapshot, SnapshotSource};
+use crate::error::StoreErrorKind;
+use crate::model::bucket::RetentionBucket;
+use crate::model::histogram::{CONFIDENCE, COVERAGE, Counts, HistogramCounts, Layout, ROUNDS};
+use crate::model::totals::TableLabel;
+use crate::store::health::StoreHealth;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{AsyncInstrument, Histogram, Meter};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+/// What has been replayed into the SDK histograms so far.
+#[derive(Default)]
+struct Applied {
+    /// The snapshot it came from.
+    seq: u64,
+    /// Observations per bucket (their `sum` fields are unused).
+    counts: HistogramCounts,
+    /// The sum of the values recorded, per histogram, in value units.
+    replayed: [f64; 3],
+}
+
+/// The SDK histograms of one registration, and the observations already replayed into them.
+struct HistogramSink {
+    coverage: Histogram<f64>,
+    confidence: Histogram<f64>,
+    rounds: Histogram<f64>,
+    applied: Mutex<Applied>,
+}
+
+impl HistogramSink {
+    fn new(meter: &Meter) -> Self {
+        Self {
+            coverage: contract::CITATION_COVERAGE.histogram(meter, COVERAGE.bounds),
+            confidence: contract::COVE_CONFIDENCE.histogram(meter, CONFIDENCE.bounds),
+            rounds: contract::COVE_VERIFICATION_ROUNDS.histogram(meter, ROUNDS.bounds),
+            applied: Mutex::new(Applied::default()),
+        }
+    }
+
+    /// Replays what `snapshot` counted beyond what was replayed already.
+    fn sync(&self, snapshot: &Snapshot) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if snapshot.seq <= applied.seq {
+            return;
+        }
+        let Applied {
+            counts, replayed, ..
+        } = &mut *applied;
+        let target = &snapshot.histograms;
+        replay(
+            &self.coverage,
+            &target.coverage,
+            &mut counts.coverage,
+            &mut replayed[0],
+            &COVERAGE,
+        );
+        replay(
+            &self.confidence,
+            &target.confidence,
+            &mut counts.confidence,
+            &mut replayed[1],
+            &CONFIDENCE,
+        );
+        replay(
+            &self.rounds,
+            &target.rounds,
+            &mut counts.rounds,
+            &mut replayed[2],
+            &ROUNDS,
+        );
+        applied.seq = snapshot.seq;
+    }
+}
+
+/// Replays the observations `target` has beyond `applied`, aiming the SDK's sum at `target`'s:
+/// a snapshot taken mid-record can hold a sum without its bucket count (or, never, the other
+/// way round), and the difference is made up by the next observations instead of being lost.
+fn replay<const N: usize>(
+    histogram: &Histogram<f64>,
+    target: &Counts<N>,
+    applied: &mut Counts<N>,
+    replayed: &mut f64,
+    layout: &Layout,
+) {
+    let Some(new) = target.since(&Counts {
+        buckets: applied.buckets,
+        sum: 0,
+    }) else {
+        return;
+    };
+    if new.count() == 0 {
+        return;
+    }
+    let missing = target.sum as f64 / layout.scale as f64 - *replayed;
+    for (value, count) in new.replay_values(layout, missing) {
+        for _ in 0..count {
+            histogram.record(value, &[]);
+        }
+        *replayed += value * count as f64;
+    }
+    applied.buckets = target.buckets;
+}
+
+type U64Callback = dyn Fn(&dyn AsyncInstrument<u64>) + Send + Sync;
+type F64Callback = dyn Fn(&dyn AsyncInstrument<f64>) + Send + Sync;
+
+fn table_attributes(label: &TableLabel) -> [KeyValue; 1] {
+    match label {
+        TableLabel::Table(name) => [KeyValue::new(TABLE_LABEL, name.as_str().to_owned())],
+        TableLabel::Overflow => [KeyValue::new(OVERFLOW_ATTRIBUTE, true)],
+    }
+}
+
+/// Registers every contract instrument on `meter`, reading from `source`.
+pub(crate) fn register(source: Arc<dyn SnapshotSource>, meter: &Meter) {
+    let sink = Arc::new(HistogramSink::new(meter));
+    {
+        let sink = Arc::clone(&sink);
+        source.on_refresh(Box::new(move |s| sink.sync(s)));
+    }
+    // Callbacks run in registration order, and this one runs first in each collection.
+    {
+        let source = Arc::clone(&source);
+        contract::TRANSCRIPTIONS.observe_u64(meter, move |o| {
+            let snapshot = source.refresh();
+            o.observe(snapshot.totals.transcriptions, &[]);
+        });
+    }
+    let latest = |f: fn(&Snapshot) -> u64| -> Box<U64Callback> {
+        let source = Arc::clone(&source);
+        Box::new(move |o| o.observe(f(&source.latest()), &[]))
+    };
+    let latest_f64 = |f: fn(&Snapshot) -> f64| -> Box<F64Callback> {
+        let source = Arc::clone(&source);
+        Box::new(move |o| o.observe(f(&source.latest()), &[]))
+    };
+    let per_table = |f: fn(&RetentionBucket) -> u64| -> Box<U64Callback> {
+        let source = Arc::clone(&source);
+        Box::new(move |o| {
+            for (label, totals) in &source.latest().retention_by_table {
+                o.observe(f(totals), &table_attributes(label));
+            }
+        })
+    };
+
+    contract::FACTS.observe_u64(meter, latest(|s| s.totals.facts));
+    contract::ASSESSED_FACTS.observe_u64(
+        meter,
+        latest(|s| s.totals.facts.wrapping_sub(s.totals.unassessed)),
+    );
+    contract::DIGESTS.observe_u64(meter, latest(|s| s.totals.digests));
+    contract::HALLUCINATED_FACTS.observe_u64(meter, latest(|s| s.totals.hallucinated));
+    contract::ATOMICITY_VIOLATIONS.observe_u64(meter, latest(|s| s.totals.atomicity_violations));
+    contract::RETENTION_OPERATIONS.observe_u64(meter, per_table(|t| t.operations));
+    contract::RETENTION_DELETED_RECORDS.observe_u64(meter, per_table(|t| t.deleted_records));
+    contract::RETENTION_ERRORS.observe_u64(meter, per_table(|t| t.errors));
+
+    contract::COVE_ENABLED.observe_u64(
+        meter,
+        latest(|s| s.cove.map_or(0, |c| u64::from(c.enabled))),
+    );
+    contract::COVE_CONFIDENCE_THRESHOLD.observe_f64(
+        meter,
+        latest_f64(|s| s.cove.map_or(0.0, |c| c.threshold.get())),
+    );
+    contract::COVE_AVG_CONFIDENCE_24H
+        .observe_f64(meter, latest_f64(|s| s.facts_24h.cove_avg_confidence()));
+    contract::COVE_AVG_VERIFICATION_ROUNDS_24H.observe_f64(
+        meter,
+        latest_f64(|s| s.facts_24h.cove_avg_verification_rounds()),
+    );
+    contract::HALLUCINATION_RATE_24H
+        .observe_f64(meter, latest_f64(|s| s.facts_24h.hallucination_rate()));
+    contract::CITATION_COVERAGE_24H
+        .observe_f64(meter, latest_f64(|s| s.facts_24h.citation_coverage()));
+    contract::ATOMICITY_VIOLATIONS_24H.observe_u64(meter, latest(|s| s.facts_24h.non_atomic));
+    contract::FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.facts));
+    contract::ASSESSED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.assessed()));
+    contract::COVE_VERIFIED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.cove_facts));
+    contract::RETENTION_OPERATIONS_7D.observe_u64(meter, latest(|s| s.retention_7d.operations));
+    contract::RETENTION_DELETED_RECORDS_7D
+        .observe_u64(meter, latest(|s| s.retention_7d.deleted_records));
+    contract::RETENTION_ERRORS_7D.observe_u64(meter, latest(|s| s.retention_7d.errors));
+    contract::ACTIVE_LOCKS.observe_u64(meter, latest(|s| s.locks.active));
+    contract::STALE_LOCKS.observe_u64(meter, latest(|s| s.locks.stale));
+    contract::CLOCK_BACKWARD_JUMPS.observe_u64(meter, latest(|s| s.clock_jumps_back));
+
+    if source.latest().store.is_some() {
+        register_store(&source, meter);
+    }
+}
+
+/// The store's health metrics.
+fn register_store(source: &Arc<dyn SnapshotSource>, meter: &Meter) {
+    let health = |f: fn(&StoreHealth) -> u64| -> Box<U64Callback> {
+        let source = Arc::clone(source);
+        Box::new(move |o| {
+            if let Some(h) = &source.latest().store {
+                o.observe(f(h), &[]);
+            }
+        })
+    };
+    contract::STORE_HEALTHY.observe_u64(meter, health(|h| u64::from(h.is_healthy())));
+    contract::STORE_LAST_FLUSH.observe_u64(
+        meter,
+        health(|h| {
+            h.last_success
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs())
+        }),
+    );
+    contract::STORE_FLUSHES.observe_u64(meter, health(|h| h.flushes));
+    let source = Arc::clone(source);
+    contract::STORE_FLUSH_ERRORS.observe_u64(meter, move |o| {
+        if let Some(h) = &source.latest().store {
+            for kind in StoreErrorKind::ALL {
+                o.observe(h.errors(kind), &[KeyValue::new(KIND_LABEL, kind.as_str())]);
+            }
+        }
+    });
+}

@@ -1,0 +1,64 @@
+//! Where the store lives and how it is written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Every commit is on disk before it returns (`PRAGMA synchronous = FULL`): survives power
+    /// loss. The default.
+    #[default]
+    Full,
+    /// Commits survive a crash of the process, not of the machine
+    /// (`PRAGMA synchronous = NORMAL`).
+    Normal,
+}
+
+/// Where the store lives and how it is written.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StoreOptions {
+    pub(crate) path: PathBuf,
+    pub(crate) flush_interval: Duration,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) synchronous: Synchronous,
+}
+
+impl StoreOptions {
+    /// A store at `path` (created if missing), flushed every second.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            flush_interval: Duration::from_secs(1),
+            busy_timeout: Duration::from_secs(5),
+            synchronous: Synchronous::Full,
+        }
+    }
+
+    /// How often recorded events are written. Default: 1 second. A crash loses at most this
+    /// much of the events not recorded through the durable path.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a write waits for another process's lock on the file before it fails (and is
+    /// retried at the next interval). Default: 5 seconds.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How durable each commit is. Default: [`Synchronous::Full`].
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,327 @@
+//! The rows of the store: what a delta writes, and what is read back after a write or a poll.
+
+use crate::event::{CoveConfig, Fraction, Name};
+use crate::model::bucket::{FactBucket, RetentionBucket};
+use crate::model::changes::Changes;
+use crate::model::delta::Delta;
+use crate::model::locks::HeldLock;
+use crate::model::totals::TableLabel;
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Counts and sums are `u64`; SQLite stores `i64`. The bits are kept as they are (a value past
+/// `i64::MAX` is stored negative and read back the same).
+pub(crate) fn to_i64(v: u64) -> i64 {
+    v as i64
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    v as u64
+}
+
+fn nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn time(ns: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+/// The sequence number of the last write, by any process.
+pub(crate) fn current_seq(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
+    tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(to_u64)
+}
+
+/// Writes `d`, stamping the rows it touches with `seq`.
+pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
+    let mut facts = tx.prepare_cached(
+        "INSERT INTO fact_minutes (minute, facts, hallucinated, non_atomic, coverage_sum, \
+         cove_facts, confidence_sum, rounds_sum, seq, unassessed) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (minute) DO UPDATE SET facts = facts + excluded.facts, \
+         unassessed = unassessed + excluded.unassessed, \
+         hallucinated = hallucinated + excluded.hallucinated, \
+         non_atomic = non_atomic + excluded.non_atomic, \
+         coverage_sum = coverage_sum + excluded.coverage_sum, \
+         cove_facts = cove_facts + excluded.cove_facts, \
+         confidence_sum = confidence_sum + excluded.confidence_sum, \
+         rounds_sum = rounds_sum + excluded.rounds_sum, seq = excluded.seq",
+    )?;
+    for (minute, b) in &d.facts {
+        facts.execute(params![
+            to_i64(*minute),
+            to_i64(b.facts),
+            to_i64(b.hallucinated),
+            to_i64(b.non_atomic),
+            to_i64(b.coverage_sum),
+            to_i64(b.cove_facts),
+            to_i64(b.confidence_sum),
+            to_i64(b.rounds_sum),
+            seq,
+            to_i64(b.unassessed)
+        ])?;
+    }
+    let mut retention = tx.prepare_cached(
+        "INSERT INTO retention_minutes (minute, operations, deleted_records, errors, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (minute) DO UPDATE SET \
+         operations = operations + excluded.operations, \
+         deleted_records = deleted_records + excluded.deleted_records, \
+         errors = errors + excluded.errors, seq = excluded.seq",
+    )?;
+    for (minute, b) in &d.retention {
+        retention.execute(params![
+            to_i64(*minute),
+            to_i64(b.operations),
+            to_i64(b.deleted_records),
+            to_i64(b.errors),
+            seq
+        ])?;
+    }
+
+    // Cumulative sums of fractions (in billionths) can outgrow SQLite's signed 64-bit integers,
+    // where SQL addition would turn them into floats; add them here, wrapping like the
+    // in-memory counters do, under the write lock this transaction holds.
+    let mut read_counter = tx.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
+    let mut write_counter =
+        tx.prepare_cached("UPDATE counters SET value = ?2, seq = ?3 WHERE name = ?1")?;
+    let h = &d.histograms;
+    for (name, delta) in [
+        ("transcriptions", d.totals.transcriptions),
+        ("facts", d.totals.facts),
+        ("unassessed", d.totals.unassessed),
+        ("digests", d.totals.digests),
+        ("hallucinated", d.totals.hallucinated),
+        ("atomicity_violations", d.totals.atomicity_violations),
+        ("coverage_sum", h.coverage.sum),
+        ("confidence_sum", h.confidence.sum),
+        ("rounds_sum", h.rounds.sum),
+    ] {
+        if delta == 0 {
+            continue;
+        }
+        let current: i64 = read_counter.query_row([name], |r| r.get(0))?;
+        let updated = to_u64(current).wrapping_add(delta);
+        write_counter.execute(params![name, to_i64(updated), seq])?;
+    }
+    let mut bucket = tx.prepare_cached(
+        "UPDATE histogram_buckets SET count = count + ?3, seq = ?4 \
+         WHERE histogram = ?1 AND bucket = ?2 AND ?3 != 0",
+    )?;
+    let counts: [(&str, &[u64]); 3] = [
+        ("coverage", &h.coverage.buckets),
+        ("confidence", &h.confidence.buckets),
+        ("rounds", &h.rounds.buckets),
+    ];
+    for (name, buckets) in counts {
+        for (i, c) in buckets.iter().enumerate() {
+            bucket.execute(params![name, i as i64, to_i64(*c), seq])?;
+        }
+    }
+
+    let mut table = tx.prepare_cached(
+        "INSERT INTO retention_tables (name, operations, deleted_records, errors, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
+         operations = operations + excluded.operations, \
+         deleted_records = deleted_records + excluded.deleted_records, \
+         errors = errors + excluded.errors, seq = excluded.seq",
+    )?;
+    for (label, b) in &d.tables {
+        let name = match label {
+            TableLabel::Table(n) => n.as_str(),
+            TableLabel::Overflow => "",
+        };
+        table.execute(params![
+            name,
+            to_i64(b.operations),
+            to_i64(b.deleted_records),
+            to_i64(b.errors),
+            seq
+        ])?;
+    }
+
+    if let Some((config, at)) = d.cove {
+        tx.execute(
+            "INSERT INTO cove_config (id, enabled, threshold, at_ns, seq) VALUES (1, ?1, ?2, ?3, ?4) \
+             ON CONFLICT (id) DO UPDATE SET enabled = excluded.enabled, \
+             threshold = excluded.threshold, at_ns = excluded.at_ns, seq = excluded.seq \
+             WHERE excluded.at_ns >= cove_config.at_ns",
+            params![config.enabled, to_i64(config.threshold.nanos()), nanos(at), seq],
+        )?;
+    }
+
+    if !d.locks.is_empty() {
+        let mut hold = tx.prepare_cached(
+            "INSERT OR REPLACE INTO locks (name, holder, pid, host, acquired_at_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut release = tx.prepare_cached("DELETE FROM locks WHERE name = ?1 AND holder = ?2")?;
+        for ((name, holder), change) in &d.locks {
+            match change {
+                Some(l) => hold.execute(params![
+                    name.as_str(),
+                    holder.as_str(),
+                    l.pid,
+                    l.host.as_ref().map(Name::as_str),
+                    nanos(l.acquired_at)
+                ])?,
+                None => release.execute(params![name.as_str(), holder.as_str()])?,
+            };
+        }
+        tx.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'locks_seq'",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads the window minutes stamped after `since`, and all of the small tables.
+pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
+    let since = to_i64(since);
+    let mut c = Changes::default();
+    let get = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(to_u64);
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT minute, facts, hallucinated, non_atomic, coverage_sum, cove_facts, \
+         confidence_sum, rounds_sum, unassessed FROM fact_minutes WHERE seq > ?1",
+    )?;
+    c.facts = stmt
+        .query_map([since], |r| {
+            Ok((
+                get(r, 0)?,
+                FactBucket {
+                    facts: get(r, 1)?,
+                    unassessed: get(r, 8)?,
+                    hallucinated: get(r, 2)?,
+                    non_atomic: get(r, 3)?,
+                    coverage_sum: get(r, 4)?,
+                    cove_facts: get(r, 5)?,
+                    confidence_sum: get(r, 6)?,
+                    rounds_sum: get(r, 7)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT minute, operations, deleted_records, errors FROM retention_minutes WHERE seq > ?1",
+    )?;
+    c.retention = stmt
+        .query_map([since], |r| {
+            Ok((
+                get(r, 0)?,
+                RetentionBucket {
+                    operations: get(r, 1)?,
+                    deleted_records: get(r, 2)?,
+                    errors: get(r, 3)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+
+    let mut stmt = tx.prepare_cached("SELECT name, value FROM counters")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let value = get(r, 1)?;
+        let (t, h) = (&mut c.totals, &mut c.histograms);
+        match r.get_ref(0)?.as_str()? {
+            "transcriptions" => t.transcriptions = value,
+            "facts" => t.facts = value,
+            "unassessed" => t.unassessed = value,
+            "digests" => t.digests = value,
+            "hallucinated" => t.hallucinated = value,
+            "atomicity_violations" => t.atomicity_violations = value,
+            "coverage_sum" => h.coverage.sum = value,
+            "confidence_sum" => h.confidence.sum = value,
+            "rounds_sum" => h.rounds.sum = value,
+            _ => {}
+        }
+    }
+
+    let mut stmt = tx.prepare_cached("SELECT histogram, bucket, count FROM histogram_buckets")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (i, count) = (get(r, 1)? as usize, get(r, 2)?);
+        let h = &mut c.histograms;
+        let buckets: &mut [u64] = match r.get_ref(0)?.as_str()? {
+            "coverage" => &mut h.coverage.buckets,
+            "confidence" => &mut h.confidence.buckets,
+            "rounds" => &mut h.rounds.buckets,
+            _ => continue,
+        };
+        if let Some(b) = buckets.get_mut(i) {
+            *b = count;
+        }
+    }
+
+    let mut stmt = tx.prepare_cached(
+        "SELECT name, operations, deleted_records, errors FROM retention_tables ORDER BY id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let name = r.get_ref(0)?.as_str()?;
+        let label = if name.is_empty() {
+            TableLabel::Overflow
+        } else {
+            match Name::new(name) {
+                Ok(n) => TableLabel::Table(n),
+                Err(_) => TableLabel::Overflow,
+            }
+        };
+        c.tables.push((
+            label,
+            RetentionBucket {
+                operations: get(r, 1)?,
+                deleted_records: get(r, 2)?,
+                errors: get(r, 3)?,
+            },
+        ));
+    }
+
+    c.cove = tx
+        .query_row(
+            "SELECT enabled, threshold, at_ns FROM cove_config WHERE id = 1",
+            [],
+            |r| {
+                let threshold = Fraction::new(get(r, 1)? as f64 / 1e9).unwrap_or(Fraction::ZERO);
+                Ok((
+                    CoveConfig {
+                        enabled: r.get(0)?,
+                        threshold,
+                    },
+                    time(r.get(2)?),
+                ))
+            },
+        )
+        .optional()?;
+
+    let mut stmt = tx.prepare_cached("SELECT key, value FROM checkpoints")?;
+    c.checkpoints = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+
+    let mut stmt =
+        tx.prepare_cached("SELECT name, holder, pid, host, acquired_at_ns FROM locks")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (Ok(name), Ok(holder)) = (
+            Name::new(r.get_ref(0)?.as_str()?),
+            Name::new(r.get_ref(1)?.as_str()?),
+        ) else {
+            continue;
+        };
+        let host: Option<String> = r.get(3)?;
+        c.locks.push(HeldLock {
+            name,
+            holder,
+            pid: r.get(2)?,
+            host: host.and_then(|h| Name::new(&h).ok()),
+            acquired_at: time(r.get(4)?),
+        });
+    }
+    Ok(c)
+}

@@ -1,7 +1,7 @@
 //! The command line, as clap parses it: raw values, not yet merged with the environment's
-//! OpenTelemetry variables and the configuration file (see `config`).
+//! OpenTelemetry variables and the configuration file (see `config`). Imports nothing from the
+//! rest of the bridge.
 
-use crate::config::parse_duration;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,4 +150,15 @@ pub(crate) struct ServeArgs {
     /// Time between polls of --legacy-db and --lock-dir [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_LEGACY_POLL_INTERVAL")]
     pub(crate) legacy_poll_interval: Option<Duration>,
+}
+
+/// Parses a duration such as `15s`, `500ms` or `1h`, longer than zero (flags, environment and the
+/// configuration file alike).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 15s, 500ms or 1h: {e}"))?;
+    if d.is_zero() {
+        return Err("it must be longer than zero".into());
+    }
+    Ok(d)
 }

@@ -1,9 +1,10 @@
 //! The bridge's settings: flags, environment and configuration file merged into one validated
-//! [`Config`] before anything starts. Every error names the setting and where its value came
-//! from.
+//! [`Config`] before anything starts, which then builds the recorder. Every error names the
+//! setting and where its value came from.
 
-use crate::cli::ServeArgs;
-use crate::legacy::LegacySettings;
+use crate::cli::{ServeArgs, parse_duration};
+use crate::legacy::{self, LegacySettings};
+use reflexio_otel::{Recorder, RecorderBuilder, StoreOptions};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -129,6 +130,9 @@ const DEFAULT_STORE: &str = "reflexio-metrics.db";
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 const MAX_BODY_LIMIT: usize = 1024 * 1024 * 1024;
 
+/// The tables Reflexio's retention jobs clean.
+pub(crate) const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
+
 /// Parses `512KiB`, `1MiB`, `2MB` or a plain number of bytes.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -158,15 +162,6 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("{size} bytes is outside 1 byte to 1GiB"));
     }
     Ok(size)
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration like 15s, 500ms or 1h: {e}"))?;
-    if d.is_zero() {
-        return Err("it must be longer than zero".into());
-    }
-    Ok(d)
 }
 
 fn read_token(path: &Path) -> Result<Token, String> {
@@ -220,6 +215,18 @@ where
 }
 
 impl Config {
+    /// The recorder on the configured store: what `serve` and `import` both write through.
+    pub(crate) fn recorder(&self) -> anyhow::Result<Recorder> {
+        Ok(Recorder::builder()
+            // The tables Reflexio's retention jobs clean: their series exist before any run, so
+            // alerts see even the first failed one.
+            .tables(RETENTION_TABLES)?
+            .stale_lock_after(self.stale_lock_after)
+            .max_future_skew(legacy::MAX_AHEAD)
+            .store(StoreOptions::new(&self.store).flush_interval(self.flush_interval))
+            .build())
+    }
+
     /// Merges `args` (flags, and the environment variables clap reads) with the OpenTelemetry
     /// environment variables from `env` and the configuration file, and validates the result.
     pub(crate) fn resolve(
@@ -259,7 +266,7 @@ impl Config {
         let stale_lock_after = match args.stale_lock_after {
             Some(d) => d,
             None => file_duration(file.stale_lock_after, "stale_lock_after")?
-                .unwrap_or(Duration::from_secs(3600)),
+                .unwrap_or(RecorderBuilder::DEFAULT_STALE_LOCK_AFTER),
         };
         let demo = args.demo || file.demo.unwrap_or(false);
         let public_metrics = args.public_metrics || file.public_metrics.unwrap_or(false);

@@ -2,19 +2,16 @@
 //! every metric live at once. Into an empty store it first writes a day of fact history and a
 //! week of retention runs, so the windows are full from the start.
 
+use crate::config::RETENTION_TABLES as TABLES;
+use crate::worker::{Stop, Worker};
 use reflexio_otel::{CoveConfig, Event, Fact, LockEvent, Recorder, RetentionRun, ValueError};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-const TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// The running workload; stopped on drop.
 pub(crate) struct Demo {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 /// A fact such as the pipeline produces: about 1 in 150 hallucinated, 1 in 40 not atomic,
@@ -62,7 +59,7 @@ fn backfill(recorder: &Recorder, rng: &mut fastrand::Rng) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn run(recorder: &Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
+fn run(recorder: &Recorder, stop: &Stop) -> anyhow::Result<()> {
     let mut rng = fastrand::Rng::new();
     recorder.record(CoveConfig::new(true, 0.7)?)?;
     if recorder.snapshot().totals.facts == 0 {
@@ -77,7 +74,7 @@ fn run(recorder: &Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut held = false;
     let mut stale = false;
     for tick in 0u64.. {
-        if stop.load(Ordering::Relaxed) {
+        if stop.requested() {
             break;
         }
         recorder.record_transcription();
@@ -116,7 +113,7 @@ fn run(recorder: &Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
             }
             _ => {}
         }
-        std::thread::park_timeout(Duration::from_secs(1));
+        stop.pause(Duration::from_secs(1));
     }
     if held {
         recorder.record(Event::LockReleased(worker))?;
@@ -129,28 +126,11 @@ fn run(recorder: &Recorder, stop: &AtomicBool) -> anyhow::Result<()> {
 
 impl Demo {
     pub(crate) fn start(recorder: Recorder) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("demo".into())
-            .spawn(move || {
-                if let Err(e) = run(&recorder, &flag) {
-                    tracing::error!(error = %e, "the demo workload stopped");
-                }
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+        let worker = Worker::spawn("demo", move |stop| {
+            if let Err(e) = run(&recorder, stop) {
+                tracing::error!(error = %e, "the demo workload stopped");
+            }
+        })?;
+        Ok(Self { _worker: worker })
     }
 }

@@ -5,7 +5,6 @@
 use crate::cli::ImportArgs;
 use crate::config::{Config, UsageError};
 use crate::legacy::{AppDb, Counts, Follower, Found, Table, log_schema};
-use crate::serve;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -86,7 +85,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
             UsageError("import needs --legacy-db PATH: the application's database".into()).into(),
         );
     };
-    let recorder = serve::recorder(&config)?;
+    let recorder = config.recorder()?;
     if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
         anyhow::bail!("cannot import into the store: {e}");
     }

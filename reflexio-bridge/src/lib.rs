@@ -11,7 +11,8 @@
 //! - `http`: the endpoints;
 //! - `ingest`: the wire format of events;
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
-//! - `demo`: the `--demo` workload.
+//! - `demo`: the `--demo` workload;
+//! - `worker`: the background thread that `demo` and the legacy poller run in.
 
 mod cli;
 mod config;
@@ -22,6 +23,7 @@ mod ingest;
 pub mod legacy;
 mod serve;
 mod telemetry;
+mod worker;
 
 use clap::Parser;
 use cli::{Cli, Command};

@@ -7,30 +7,14 @@ use crate::telemetry::Telemetry;
 use crate::{demo, http, legacy};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use reflexio_otel::{Recorder, StoreOptions};
 use std::sync::Arc;
-
-/// The tables Reflexio's retention jobs clean.
-const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
-
-/// The recorder on the configured store: what `serve` and `import` both write through.
-pub(crate) fn recorder(config: &Config) -> anyhow::Result<Recorder> {
-    Ok(Recorder::builder()
-        // The tables Reflexio's retention jobs clean: their series exist before any run, so
-        // alerts see even the first failed one.
-        .tables(RETENTION_TABLES)?
-        .stale_lock_after(config.stale_lock_after)
-        .max_future_skew(legacy::MAX_AHEAD)
-        .store(StoreOptions::new(&config.store).flush_interval(config.flush_interval))
-        .build())
-}
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(args, |var| std::env::var(var).ok())?;
     log_settings(&config);
     // Built before any async runtime starts: the OTLP/HTTP client blocks.
     let telemetry = Telemetry::new(config.otlp.as_ref())?;
-    let recorder = recorder(&config)?;
+    let recorder = config.recorder()?;
     if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
         tracing::error!(error = %e, "serving from memory until the store can be written");
     }

@@ -196,27 +196,17 @@ impl Telemetry {
     fn register(&self, otlp: bool) {
         let meter = self.meter();
         let stats = Arc::clone(&self.stats);
-        meter
-            .u64_observable_counter(contract::INGEST_REQUESTS.instrument)
-            .with_description(contract::INGEST_REQUESTS.help)
-            .with_unit(contract::INGEST_REQUESTS.unit)
-            .with_callback(move |o| {
-                for outcome in Outcome::ALL {
-                    o.observe(
-                        stats.requests[outcome as usize].load(Ordering::Relaxed),
-                        &[KeyValue::new(OUTCOME_LABEL, outcome.as_str())],
-                    );
-                }
-            })
-            .build();
+        contract::INGEST_REQUESTS.observe_u64(&meter, move |o| {
+            for outcome in Outcome::ALL {
+                o.observe(
+                    stats.requests[outcome as usize].load(Ordering::Relaxed),
+                    &[KeyValue::new(OUTCOME_LABEL, outcome.as_str())],
+                );
+            }
+        });
         let counter = |spec: &contract::MetricSpec, value: fn(&Stats) -> u64| {
             let stats = Arc::clone(&self.stats);
-            meter
-                .u64_observable_counter(spec.instrument)
-                .with_description(spec.help)
-                .with_unit(spec.unit)
-                .with_callback(move |o| o.observe(value(&stats), &[]))
-                .build();
+            spec.observe_u64(&meter, move |o| o.observe(value(&stats), &[]));
         };
         counter(&contract::INGEST_EVENTS, |s| {
             s.events.load(Ordering::Relaxed)

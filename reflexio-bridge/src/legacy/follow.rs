@@ -12,7 +12,7 @@
 
 use super::db::{AppDb, ReadError, Table};
 use super::timestamp::BadTimestamp;
-use reflexio_otel::{Checkpoint, DurableError, Event, Recorder};
+use reflexio_otel::{Checkpoint, DurableError, Event, Recorder, RecorderBuilder};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How far back rows are recorded: the longest window. Older rows are read once (the cursor
@@ -21,7 +21,7 @@ pub const HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How far ahead of the clock a row's time may be: the recorder's default skew. A row further
 /// ahead is a timestamp error (typically a wrong `--legacy-tz`).
-pub const MAX_AHEAD: Duration = Duration::from_secs(5 * 60);
+pub const MAX_AHEAD: Duration = RecorderBuilder::DEFAULT_MAX_FUTURE_SKEW;
 
 /// Rows per committed batch: a read holds the database's shared lock only this long.
 const BATCH_ROWS: usize = 10_000;

@@ -16,6 +16,7 @@ pub use db::{AppDb, Found, ReadError, Table};
 pub use follow::{Counts, FollowError, Follower, HISTORY, MAX_AHEAD, log_schema};
 pub use lockdir::{HOLDER, LockDir, LockDirCounts, LockDirError};
 
+use crate::worker::Worker;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
 use reflexio_otel::Recorder;
@@ -23,7 +24,6 @@ use reflexio_otel::contract::{self, SOURCE_LABEL};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 /// What to follow, and how.
@@ -110,17 +110,12 @@ impl LegacyStats {
         }
         let per_table = |spec: &contract::MetricSpec, value: fn(&TableStats) -> u64| {
             let stats = Arc::clone(self);
-            meter
-                .u64_observable_counter(spec.instrument)
-                .with_description(spec.help)
-                .with_unit(spec.unit)
-                .with_callback(move |o| {
-                    for table in Table::ALL {
-                        let attrs = [KeyValue::new(SOURCE_LABEL, table.name())];
-                        o.observe(value(stats.table(table)), &attrs);
-                    }
-                })
-                .build();
+            spec.observe_u64(meter, move |o| {
+                for table in Table::ALL {
+                    let attrs = [KeyValue::new(SOURCE_LABEL, table.name())];
+                    o.observe(value(stats.table(table)), &attrs);
+                }
+            });
         };
         if settings.db.is_some() {
             per_table(&contract::LEGACY_ROWS, |t| t.rows.load(Ordering::Relaxed));
@@ -130,52 +125,37 @@ impl LegacyStats {
         }
         let stats = Arc::clone(self);
         let (db, locks) = (settings.db.is_some(), settings.lock_dir.is_some());
-        meter
-            .u64_observable_counter(contract::LEGACY_INVALID_VALUES.instrument)
-            .with_description(contract::LEGACY_INVALID_VALUES.help)
-            .with_unit(contract::LEGACY_INVALID_VALUES.unit)
-            .with_callback(move |o| {
-                if db {
-                    for table in Table::ALL {
-                        let attrs = [KeyValue::new(SOURCE_LABEL, table.name())];
-                        o.observe(
-                            stats.table(table).invalid_values.load(Ordering::Relaxed),
-                            &attrs,
-                        );
-                    }
+        contract::LEGACY_INVALID_VALUES.observe_u64(meter, move |o| {
+            if db {
+                for table in Table::ALL {
+                    let attrs = [KeyValue::new(SOURCE_LABEL, table.name())];
+                    o.observe(
+                        stats.table(table).invalid_values.load(Ordering::Relaxed),
+                        &attrs,
+                    );
                 }
-                if locks {
-                    let attrs = [KeyValue::new(SOURCE_LABEL, LOCK_DIR)];
-                    o.observe(stats.lock_invalid.load(Ordering::Relaxed), &attrs);
-                }
-            })
-            .build();
+            }
+            if locks {
+                let attrs = [KeyValue::new(SOURCE_LABEL, LOCK_DIR)];
+                o.observe(stats.lock_invalid.load(Ordering::Relaxed), &attrs);
+            }
+        });
         let sources = polled.clone();
         let stats = Arc::clone(self);
-        meter
-            .u64_observable_counter(contract::LEGACY_READ_ERRORS.instrument)
-            .with_description(contract::LEGACY_READ_ERRORS.help)
-            .with_unit(contract::LEGACY_READ_ERRORS.unit)
-            .with_callback(move |o| {
-                for source in &sources {
-                    let attrs = [KeyValue::new(SOURCE_LABEL, *source)];
-                    o.observe(stats.poll(source).errors.load(Ordering::Relaxed), &attrs);
-                }
-            })
-            .build();
+        contract::LEGACY_READ_ERRORS.observe_u64(meter, move |o| {
+            for source in &sources {
+                let attrs = [KeyValue::new(SOURCE_LABEL, *source)];
+                o.observe(stats.poll(source).errors.load(Ordering::Relaxed), &attrs);
+            }
+        });
         let stats = Arc::clone(self);
-        meter
-            .u64_observable_gauge(contract::LEGACY_HEALTHY.instrument)
-            .with_description(contract::LEGACY_HEALTHY.help)
-            .with_unit(contract::LEGACY_HEALTHY.unit)
-            .with_callback(move |o| {
-                for source in &polled {
-                    let attrs = [KeyValue::new(SOURCE_LABEL, *source)];
-                    let healthy = stats.poll(source).healthy.load(Ordering::Relaxed);
-                    o.observe(u64::from(healthy), &attrs);
-                }
-            })
-            .build();
+        contract::LEGACY_HEALTHY.observe_u64(meter, move |o| {
+            for source in &polled {
+                let attrs = [KeyValue::new(SOURCE_LABEL, *source)];
+                let healthy = stats.poll(source).healthy.load(Ordering::Relaxed);
+                o.observe(u64::from(healthy), &attrs);
+            }
+        });
     }
 
     fn poll(&self, source: &str) -> &PollStats {
@@ -191,8 +171,7 @@ impl LegacyStats {
 /// until dropped.
 #[derive(Debug)]
 pub struct Poller {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _worker: Worker,
 }
 
 struct Polling {
@@ -297,8 +276,6 @@ impl Poller {
         recorder: Recorder,
         stats: Arc<LegacyStats>,
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
         let lock_dir = settings.lock_dir.as_deref().map(LockDir::new);
         let mut polling = Polling {
             settings,
@@ -309,28 +286,13 @@ impl Poller {
             db_failing: None,
             locks_failing: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("legacy".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    polling.poll_db();
-                    polling.poll_locks();
-                    std::thread::park_timeout(polling.settings.poll_interval);
-                }
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+        let worker = Worker::spawn("legacy", move |stop| {
+            while !stop.requested() {
+                polling.poll_db();
+                polling.poll_locks();
+                stop.pause(polling.settings.poll_interval);
+            }
+        })?;
+        Ok(Self { _worker: worker })
     }
 }

@@ -7,9 +7,11 @@ use reflexio_otel::{
     CoveConfig, Event, Fact, LockEvent, PrometheusPipeline, Recorder, RetentionRun,
 };
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
+
+#[path = "support/promtool.rs"]
+mod promtool;
+use promtool::check_metrics as promtool_check;
 
 /// `# TYPE` lines of an exposition: name -> type.
 fn types(text: &str) -> BTreeMap<String, String> {
@@ -38,34 +40,6 @@ fn registered() -> (PrometheusPipeline, Recorder) {
     let recorder = Recorder::new();
     recorder.register(&pipeline.provider.meter("reflexio"));
     (pipeline, recorder)
-}
-
-/// Runs `promtool check metrics` on `text` and returns what it printed.
-fn promtool_check(text: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed: the README's test command installs prometheus");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write exposition");
-    let out = child.wait_with_output().expect("promtool runs");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{printed}"
-    );
-    printed
 }
 
 fn record_mix(recorder: &Recorder) {

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 /// Runs `promtool check metrics` on `text`, asserts that it accepts it, and returns what it
 /// printed (its remarks; empty when it has none).
-pub fn check_metrics(text: &str) -> String {
+pub(crate) fn check_metrics(text: &str) -> String {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -53,7 +53,7 @@ impl Db {
             fresh: false,
         };
         if version < schema::LATEST {
-            schema::migrate(&mut db.conn, path, version)?;
+            schema::migrate(&mut db.conn, path, version, schema::LATEST)?;
         }
         schema::check_layout(&db.conn, path)?;
         let seq: i64 = db
@@ -66,6 +66,12 @@ impl Db {
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         |e| StoreError::sqlite(&self.path, e)
+    }
+
+    /// The connection, for tests that look at or tamper with the file.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Whether nothing had ever been written to the store when it was opened.
@@ -143,5 +149,290 @@ impl Db {
         tx.commit().map_err(err)?;
         self.seen = Some(to_u64(seq));
         Ok(Ok(changes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StoreErrorKind;
+    use crate::model::bucket::FactBucket;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn options(dir: &Path) -> StoreOptions {
+        StoreOptions::new(dir.join("metrics.db")).busy_timeout(Duration::from_millis(20))
+    }
+
+    fn facts(minute: u64, n: u64) -> Delta {
+        let mut d = Delta::default();
+        d.add_facts(
+            minute,
+            &FactBucket {
+                facts: n,
+                ..FactBucket::default()
+            },
+        );
+        d
+    }
+
+    fn commit(db: &mut Db, delta: &Delta) -> Changes {
+        db.commit_checked(delta, &[], (0, 0))
+            .expect("committed")
+            .expect("no checkpoint to move")
+    }
+
+    fn pragma(db: &Db, name: &str) -> String {
+        db.conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| format!("{v:?}"))
+            .expect("pragma")
+    }
+
+    fn open_err(options: &StoreOptions) -> StoreError {
+        Db::open(options).expect_err("refused")
+    }
+
+    #[test]
+    fn a_new_file_opens_fresh_at_the_latest_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&options(dir.path())).expect("opened");
+        assert!(db.is_fresh());
+        assert_eq!(
+            pragma(&db, "user_version"),
+            format!("Integer({})", schema::LATEST)
+        );
+        assert_eq!(
+            pragma(&db, "application_id"),
+            format!("Integer({})", schema::APPLICATION_ID)
+        );
+        assert_eq!(pragma(&db, "journal_mode"), "Text(\"wal\")");
+        assert_eq!(pragma(&db, "synchronous"), "Integer(2)", "FULL by default");
+        drop(db);
+        let normal = options(dir.path()).synchronous(Synchronous::Normal);
+        assert_eq!(
+            pragma(&Db::open(&normal).expect("reopened"), "synchronous"),
+            "Integer(1)"
+        );
+    }
+
+    #[test]
+    fn a_store_written_to_is_not_fresh_when_reopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        commit(&mut db, &Delta::default());
+        drop(db);
+        assert!(!Db::open(&options(dir.path())).expect("reopened").is_fresh());
+    }
+
+    #[test]
+    fn a_version_1_store_is_migrated_keeping_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+        let mut conn = Connection::open(options.path()).expect("open");
+        schema::migrate(&mut conn, options.path(), 0, 1).expect("version 1");
+        conn.execute_batch(
+            "INSERT INTO fact_minutes (minute, facts, hallucinated, non_atomic, coverage_sum, \
+             cove_facts, confidence_sum, rounds_sum, seq) VALUES (100, 7, 1, 0, 0, 0, 0, 0, 1);
+             UPDATE counters SET value = 7, seq = 1 WHERE name = 'facts';
+             UPDATE meta SET value = 1 WHERE key = 'seq';",
+        )
+        .expect("version 1 rows");
+        drop(conn);
+
+        let mut db = Db::open(&options).expect("migrated");
+        assert_eq!(pragma(&db, "user_version"), "Integer(2)");
+        assert!(!db.is_fresh());
+        let changes = db.poll().expect("read").expect("first read");
+        assert_eq!(
+            changes.facts,
+            vec![(
+                100,
+                FactBucket {
+                    facts: 7,
+                    hallucinated: 1,
+                    ..FactBucket::default()
+                }
+            )]
+        );
+        assert_eq!((changes.totals.facts, changes.totals.unassessed), (7, 0));
+        let moved = Checkpoint {
+            key: "legacy:facts".into(),
+            expected: None,
+            value: 3,
+        };
+        let changes = db
+            .commit_checked(&Delta::default(), &[moved], (0, 0))
+            .expect("committed")
+            .expect("moved");
+        assert_eq!(changes.checkpoints, vec![("legacy:facts".into(), 3)]);
+    }
+
+    #[test]
+    fn files_this_program_cannot_use_are_refused_with_their_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+
+        drop(Db::open(&options).expect("created"));
+        let conn = Connection::open(options.path()).expect("open");
+        conn.pragma_update(None, "user_version", schema::LATEST + 1)
+            .expect("newer version");
+        let err = open_err(&options);
+        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
+        assert!(
+            err.to_string().contains("is newer than this program's"),
+            "{err}"
+        );
+
+        conn.pragma_update(None, "user_version", schema::LATEST)
+            .expect("version back");
+        conn.execute(
+            "UPDATE histogram_buckets SET upper_bound = 0.42 WHERE histogram = 'coverage' \
+             AND bucket = 0",
+            [],
+        )
+        .expect("another layout");
+        let err = open_err(&options);
+        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
+        assert!(
+            err.to_string().contains("histogram buckets differ"),
+            "{err}"
+        );
+        drop(conn);
+
+        let other = options.path().with_file_name("app.db");
+        Connection::open(&other)
+            .and_then(|c| c.execute_batch("CREATE TABLE facts (id INTEGER PRIMARY KEY);"))
+            .expect("another application's database");
+        let err = open_err(&StoreOptions::new(&other));
+        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
+        assert!(
+            err.to_string().contains("not a Reflexio metrics store"),
+            "{err}"
+        );
+
+        let garbage = options.path().with_file_name("garbage.db");
+        std::fs::write(&garbage, vec![0x5a; 8192]).expect("garbage");
+        assert_eq!(
+            open_err(&StoreOptions::new(&garbage)).kind(),
+            StoreErrorKind::Corrupt
+        );
+
+        let nowhere = StoreOptions::new(dir.path().join("missing").join("metrics.db"));
+        assert_eq!(open_err(&nowhere).kind(), StoreErrorKind::Io);
+    }
+
+    #[test]
+    fn a_write_lock_held_elsewhere_is_busy_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+        let mut db = Db::open(&options).expect("opened");
+        let other = Connection::open(options.path()).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+        let err = db
+            .commit_checked(&facts(10, 1), &[], (0, 0))
+            .expect_err("busy");
+        assert_eq!(err.kind(), StoreErrorKind::Busy);
+        other.execute_batch("COMMIT").expect("released");
+        let changes = commit(&mut db, &facts(10, 1));
+        assert_eq!(
+            changes.totals.facts, 1,
+            "the failed write left nothing behind"
+        );
+    }
+
+    #[test]
+    fn a_full_or_read_only_store_refuses_writes_with_their_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        let pages: i64 = db
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("pages");
+        db.conn
+            .pragma_update(None, "max_page_count", pages)
+            .expect("cap the file");
+        let mut big = Delta::default();
+        for minute in 0..5_000 {
+            big.merge(facts(minute, 1));
+        }
+        let err = db.commit_checked(&big, &[], (0, 0)).expect_err("full");
+        assert_eq!(err.kind(), StoreErrorKind::Full);
+
+        db.conn
+            .pragma_update(None, "query_only", true)
+            .expect("read-only");
+        let err = db
+            .commit_checked(&facts(1, 1), &[], (0, 0))
+            .expect_err("read-only");
+        assert_eq!(err.kind(), StoreErrorKind::ReadOnly);
+    }
+
+    #[test]
+    fn polls_read_only_what_changed_since_the_last_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+        let mut a = Db::open(&options).expect("a");
+        let mut b = Db::open(&options).expect("b");
+        commit(&mut a, &facts(10, 2));
+        assert!(b.poll().expect("read").is_some(), "first read");
+        assert!(b.poll().expect("read").is_none(), "nothing new");
+        let changes = commit(&mut b, &facts(11, 3));
+        assert_eq!(changes.facts.len(), 1, "b saw minute 10 before");
+        let changes = a.poll().expect("read").expect("b wrote");
+        assert_eq!(changes.facts.iter().map(|f| f.0).collect::<Vec<_>>(), [11]);
+        assert_eq!(changes.totals.facts, 5, "counters are read whole");
+    }
+
+    #[test]
+    fn checkpoints_move_only_from_their_expected_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        let cp = |expected, value| Checkpoint {
+            key: "legacy:facts".into(),
+            expected,
+            value,
+        };
+        let mut commit_with = |checkpoint: Checkpoint| {
+            db.commit_checked(&facts(10, 1), &[checkpoint], (0, 0))
+                .expect("no store error")
+                .map(|c| (c.totals.facts, c.checkpoints))
+        };
+        assert_eq!(
+            commit_with(cp(None, 5)),
+            Ok((1, vec![("legacy:facts".into(), 5)]))
+        );
+        assert_eq!(commit_with(cp(None, 6)), Err(cp(None, 6)), "it exists");
+        assert_eq!(commit_with(cp(Some(4), 6)), Err(cp(Some(4), 6)));
+        assert_eq!(
+            commit_with(cp(Some(5), 9)),
+            Ok((2, vec![("legacy:facts".into(), 9)])),
+            "the refused commits wrote nothing"
+        );
+    }
+
+    #[test]
+    fn commits_prune_minutes_at_or_before_the_given_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        let mut d = facts(10, 1);
+        d.merge(facts(20, 1));
+        d.add_retention(
+            10,
+            crate::model::totals::TableLabel::Overflow,
+            &crate::model::bucket::RetentionBucket::default(),
+        );
+        commit(&mut db, &d);
+        db.commit_checked(&Delta::default(), &[], (10, 10))
+            .expect("committed")
+            .expect("no checkpoint");
+        let count = |table: &str| -> i64 {
+            db.conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!((count("fact_minutes"), count("retention_minutes")), (1, 0));
     }
 }

@@ -76,3 +76,42 @@ impl StoreHealth {
         self.last_error = Some(error.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn failures_are_counted_by_kind_until_an_attempt_succeeds() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let busy = StoreError::new(StoreErrorKind::Busy, Path::new("m.db"), "locked");
+        let full = StoreError::new(StoreErrorKind::Full, Path::new("m.db"), "disk full");
+        let mut h = StoreHealth::new("m.db".into());
+        assert!(!h.is_healthy(), "not before the store was read");
+        h.failed(&busy, t(10));
+        h.failed(&busy, t(11));
+        h.failed(&full, t(12));
+        assert_eq!(h.failing_since, Some(t(10)), "since the first of the run");
+        assert_eq!(h.last_error, Some(full));
+        assert_eq!(
+            (
+                h.errors(StoreErrorKind::Busy),
+                h.errors(StoreErrorKind::Full)
+            ),
+            (2, 1)
+        );
+        assert_eq!(h.errors(StoreErrorKind::Corrupt), 0);
+        h.succeeded(t(20));
+        assert!(h.is_healthy());
+        assert_eq!(
+            (h.failing_since, h.last_success, h.flushes),
+            (None, Some(t(20)), 1)
+        );
+        assert_eq!(h.errors(StoreErrorKind::Busy), 2, "counts never go down");
+        h.failed(&busy, t(30));
+        assert_eq!(h.failing_since, Some(t(30)), "a new run of failures");
+        assert!(!h.is_healthy());
+    }
+}

@@ -325,3 +325,187 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
     }
     Ok(c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::LockEvent;
+    use crate::model::histogram::HistogramCounts;
+    use crate::store::schema;
+    use rusqlite::Connection;
+    use std::path::Path;
+
+    fn store() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("in memory");
+        schema::migrate(&mut conn, Path::new(":memory:"), 0, schema::LATEST).expect("schema");
+        conn
+    }
+
+    /// Writes `d` in a transaction of its own, stamped `seq`, and reads back what is stamped
+    /// after `since`.
+    fn round_trip(conn: &mut Connection, d: &Delta, seq: i64, since: u64) -> Changes {
+        let tx = conn.transaction().expect("transaction");
+        write(&tx, d, seq).expect("written");
+        let changes = read_changes(&tx, since).expect("read");
+        tx.commit().expect("committed");
+        changes
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid")
+    }
+
+    #[test]
+    fn a_delta_reads_back_as_written() {
+        let mut conn = store();
+        let fact = crate::event::Fact::new(0.9)
+            .expect("valid")
+            .hallucinated(true)
+            .with_cove(0.8, 2)
+            .expect("valid");
+        let mut d = Delta::default();
+        d.add_facts(100, &FactBucket::of(&fact));
+        d.add_facts(101, &FactBucket::unassessed(None));
+        d.histograms.observe(&fact);
+        d.totals.transcriptions = 4;
+        d.totals.digests = 1;
+        let run = RetentionBucket {
+            operations: 1,
+            deleted_records: 12,
+            errors: 1,
+        };
+        d.add_retention(100, TableLabel::Table(name("facts")), &run);
+        d.add_retention(101, TableLabel::Overflow, &run);
+        let config = CoveConfig::new(true, 0.7).expect("valid");
+        d.set_cove(config, at(1_000));
+        let mut lock = LockEvent::new("digest", "w1").expect("valid");
+        lock.pid = Some(42);
+        lock.host = Some(name("host-a"));
+        let held = HeldLock::new(&lock, at(2_000));
+        d.lock(&lock.name, &lock.holder, Some(held.clone()));
+
+        let c = round_trip(&mut conn, &d, 1, 0);
+        let mut facts = c.facts.clone();
+        facts.sort_by_key(|f| f.0);
+        assert_eq!(facts, d.facts.clone().into_iter().collect::<Vec<_>>());
+        assert_eq!(c.retention, vec![(100, run), (101, run)]);
+        assert_eq!(c.totals, d.totals);
+        assert_eq!(c.histograms, d.histograms);
+        assert_eq!(
+            c.tables,
+            vec![
+                (TableLabel::Table(name("facts")), run),
+                (TableLabel::Overflow, run)
+            ],
+            "in the order the store first saw them"
+        );
+        assert_eq!(c.cove, Some((config, at(1_000))));
+        assert_eq!(c.locks, vec![held]);
+        assert!(c.checkpoints.is_empty());
+    }
+
+    #[test]
+    fn writes_add_up_and_reads_take_what_is_stamped_after_the_last() {
+        let mut conn = store();
+        let mut d = Delta::default();
+        d.add_facts(
+            100,
+            &FactBucket {
+                facts: 2,
+                ..FactBucket::default()
+            },
+        );
+        round_trip(&mut conn, &d, 1, 0);
+        let mut later = d.clone();
+        later.add_facts(
+            200,
+            &FactBucket {
+                facts: 1,
+                ..FactBucket::default()
+            },
+        );
+        let c = round_trip(&mut conn, &later, 2, 1);
+        let mut facts: Vec<_> = c.facts.iter().map(|(m, b)| (*m, b.facts)).collect();
+        facts.sort();
+        assert_eq!(
+            facts,
+            [(100, 4), (200, 1)],
+            "both touched by write 2, summed"
+        );
+        assert_eq!(c.totals.facts, 5);
+        let c = round_trip(&mut conn, &Delta::default(), 3, 2);
+        assert!(c.facts.is_empty(), "nothing stamped after write 2");
+        assert_eq!(c.totals.facts, 5, "counters are read whole");
+    }
+
+    #[test]
+    fn counters_past_i64_wrap_like_the_ones_in_memory() {
+        let mut conn = store();
+        let mut d = Delta::default();
+        d.histograms.coverage.sum = u64::MAX - 1;
+        d.totals.facts = u64::MAX;
+        round_trip(&mut conn, &d, 1, 0);
+        let c = round_trip(&mut conn, &d, 2, 0);
+        let mut expected = HistogramCounts::default();
+        expected.coverage.sum = (u64::MAX - 1).wrapping_mul(2);
+        assert_eq!(c.histograms, expected);
+        assert_eq!(c.totals.facts, u64::MAX.wrapping_mul(2));
+    }
+
+    #[test]
+    fn a_release_deletes_the_lock_and_an_older_configuration_loses() {
+        let mut conn = store();
+        let lock = LockEvent::new("digest", "w1").expect("valid");
+        let mut d = Delta::default();
+        d.lock(&lock.name, &lock.holder, Some(HeldLock::new(&lock, at(5))));
+        let newer = CoveConfig::new(true, 0.7).expect("valid");
+        d.set_cove(newer, at(1_000));
+        assert_eq!(round_trip(&mut conn, &d, 1, 0).locks.len(), 1);
+
+        let mut d = Delta::default();
+        d.lock(&lock.name, &lock.holder, None);
+        d.set_cove(CoveConfig::new(false, 0.1).expect("valid"), at(999));
+        let c = round_trip(&mut conn, &d, 2, 1);
+        assert!(c.locks.is_empty());
+        assert_eq!(c.cove, Some((newer, at(1_000))));
+        let locks_seq: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'locks_seq'", [], |r| {
+                r.get(0)
+            })
+            .expect("read");
+        assert_eq!(locks_seq, 2, "each write with lock changes moves it");
+    }
+
+    #[test]
+    fn rows_with_names_that_are_not_valid_go_to_the_overflow_or_are_left_out() {
+        let mut conn = store();
+        conn.execute_batch(
+            "INSERT INTO retention_tables (name, operations, deleted_records, errors, seq) \
+             VALUES ('bad\nname', 1, 0, 0, 1), ('', 2, 0, 0, 1);
+             INSERT INTO locks (name, holder, pid, host, acquired_at_ns) \
+             VALUES ('', 'w1', NULL, NULL, 0), ('digest', 'w2', NULL, 'bad\thost', 0);",
+        )
+        .expect("rows");
+        let c = round_trip(&mut conn, &Delta::default(), 1, 0);
+        let tables: Vec<_> = c
+            .tables
+            .iter()
+            .map(|(l, b)| (l.clone(), b.operations))
+            .collect();
+        assert_eq!(
+            tables,
+            [(TableLabel::Overflow, 1), (TableLabel::Overflow, 2)]
+        );
+        assert_eq!(
+            c.locks.len(),
+            1,
+            "the lock without a valid name is left out"
+        );
+        assert_eq!(c.locks[0].holder, name("w2"));
+        assert_eq!(c.locks[0].host, None, "an invalid host reads as unknown");
+    }
+}

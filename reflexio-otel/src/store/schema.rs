@@ -149,8 +149,13 @@ pub(crate) fn check(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     Ok(version)
 }
 
-/// Runs the migrations after version `from`, in one transaction.
-pub(crate) fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(), StoreError> {
+/// Runs the migrations after version `from` up to version `to`, in one transaction.
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    path: &Path,
+    from: i64,
+    to: i64,
+) -> Result<(), StoreError> {
     let err = |e| StoreError::sqlite(path, e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -159,7 +164,8 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path, from: i64) -> Result<(
     let now: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(err)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(now.max(from) as usize) {
+    let pending = MIGRATIONS.iter().enumerate().take(to as usize);
+    for (i, sql) in pending.skip(now.max(from) as usize) {
         tx.execute_batch(sql).map_err(err)?;
         if i == 0 {
             let mut insert = tx

@@ -303,3 +303,281 @@ fn sync_group(
     }
     reply
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::bucket::FactBucket;
+    use std::path::Path;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// What a fake source was asked, and what it hands out.
+    #[derive(Default)]
+    struct Calls {
+        /// Handed out by the next `take_unflushed`.
+        pending: Delta,
+        /// Handed out instead when asked for everything.
+        everything: Delta,
+        /// The `everything` argument of each take.
+        took: Vec<bool>,
+        restored: Vec<Delta>,
+        applied: Vec<Changes>,
+    }
+
+    #[derive(Default)]
+    struct FakeSource(Mutex<Calls>);
+
+    impl FakeSource {
+        fn calls(&self) -> MutexGuard<'_, Calls> {
+            lock(&self.0)
+        }
+
+        /// The facts total of the last changes applied.
+        fn applied_facts(&self) -> Option<u64> {
+            self.calls().applied.last().map(|c| c.totals.facts)
+        }
+    }
+
+    impl Source for FakeSource {
+        fn now(&self) -> SystemTime {
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+        }
+
+        fn take_unflushed(&self, _now: SystemTime, everything: bool) -> (Delta, Prune) {
+            let mut calls = self.calls();
+            calls.took.push(everything);
+            let pending = std::mem::take(&mut calls.pending);
+            let taken = if everything {
+                calls.everything.clone()
+            } else {
+                pending
+            };
+            (taken, (0, 0))
+        }
+
+        fn restore_unflushed(&self, mut taken: Delta) {
+            let mut calls = self.calls();
+            calls.restored.push(taken.clone());
+            taken.merge(std::mem::take(&mut calls.pending));
+            calls.pending = taken;
+        }
+
+        fn apply_changes(&self, changes: Changes, _now: SystemTime) {
+            self.calls().applied.push(changes);
+        }
+    }
+
+    fn facts(minute: u64, n: u64) -> Delta {
+        let mut d = Delta::default();
+        d.add_facts(
+            minute,
+            &FactBucket {
+                facts: n,
+                ..FactBucket::default()
+            },
+        );
+        d
+    }
+
+    /// Rounds run only when asked: on a commit, or on stop.
+    fn options(path: &Path) -> StoreOptions {
+        StoreOptions::new(path)
+            .flush_interval(Duration::from_secs(3600))
+            .busy_timeout(Duration::from_millis(20))
+    }
+
+    fn started(options: StoreOptions) -> (Writer, Arc<FakeSource>) {
+        let source = Arc::new(FakeSource::default());
+        let writer = Writer::new(options);
+        writer.start(Arc::clone(&source) as Arc<dyn Source>);
+        (writer, source)
+    }
+
+    /// The facts total in the store, and how many commits it has seen.
+    fn stored(options: &StoreOptions) -> (u64, u64) {
+        let mut db = Db::open(options).expect("opened");
+        let seq: i64 = db
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))
+            .expect("seq");
+        let facts = db.poll().expect("read").map_or(0, |c| c.totals.facts);
+        (facts, seq as u64)
+    }
+
+    #[test]
+    fn starting_loads_the_store_before_it_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let mut db = Db::open(&options).expect("opened");
+        db.commit_checked(&facts(10, 5), &[], (0, 0))
+            .expect("written")
+            .expect("no checkpoint");
+        drop(db);
+        let (writer, source) = started(options);
+        assert_eq!(source.applied_facts(), Some(5));
+        assert!(
+            source.calls().took.is_empty(),
+            "nothing is written at start"
+        );
+        let health = writer.health();
+        assert!(health.is_healthy());
+        assert_eq!(health.flushes, 1);
+    }
+
+    #[test]
+    fn a_flush_writes_what_is_new_and_applies_what_comes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let (writer, source) = started(options.clone());
+        source.calls().pending = facts(10, 3);
+        writer
+            .commit(Delta::default(), Vec::new())
+            .expect("flushed");
+        assert_eq!(source.calls().took, [false]);
+        assert_eq!(source.applied_facts(), Some(3));
+        writer.commit(facts(11, 2), Vec::new()).expect("committed");
+        assert_eq!(source.applied_facts(), Some(5));
+        assert_eq!(stored(&options), (5, 2));
+        assert_eq!(writer.health().flushes, 3);
+    }
+
+    #[test]
+    fn a_failed_write_puts_what_it_took_back_for_the_next_round() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let (writer, source) = started(options.clone());
+        let other = rusqlite::Connection::open(options.path()).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
+        source.calls().pending = facts(10, 3);
+        let err = writer
+            .commit(facts(11, 1), Vec::new())
+            .expect_err("the store is locked");
+        assert!(
+            matches!(&err, DurableError::Store(e) if e.kind() == StoreErrorKind::Busy),
+            "{err}"
+        );
+        assert_eq!(
+            source.calls().restored,
+            [facts(10, 3)],
+            "the batch is not kept"
+        );
+        assert_eq!(source.calls().pending, facts(10, 3));
+        let health = writer.health();
+        assert_eq!(health.errors(StoreErrorKind::Busy), 1);
+        assert!(health.last_error.is_some() && health.failing_since.is_some());
+
+        other.execute_batch("COMMIT").expect("released");
+        writer
+            .commit(Delta::default(), Vec::new())
+            .expect("flushed");
+        assert_eq!(
+            source.applied_facts(),
+            Some(3),
+            "written once, the refused batch not at all"
+        );
+        assert!(writer.health().is_healthy());
+    }
+
+    #[test]
+    fn batches_waiting_together_share_one_commit_and_checked_ones_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let writer = Writer::new(options.clone());
+        let source = FakeSource::default();
+        source.calls().pending = facts(9, 1);
+        let mut db = Some(Db::open(&options).expect("opened"));
+        let request = |delta, checkpoints| {
+            let (reply, done) = mpsc::sync_channel(1);
+            let request = Request {
+                delta,
+                checkpoints,
+                reply,
+            };
+            (request, done)
+        };
+        let checkpoint = |expected, value| {
+            vec![Checkpoint {
+                key: "legacy:facts".into(),
+                expected,
+                value,
+            }]
+        };
+        let (moved, moved_done) = request(facts(12, 100), checkpoint(Some(7), 8));
+        let (a, a_done) = request(facts(10, 1), Vec::new());
+        let (checked, checked_done) = request(facts(13, 10), checkpoint(None, 1));
+        let (b, b_done) = request(facts(11, 1), Vec::new());
+        sync(
+            &source,
+            &writer.shared,
+            &mut db,
+            true,
+            vec![moved, a, checked, b],
+        );
+
+        assert_eq!(a_done.recv().expect("reply"), Ok(()));
+        assert_eq!(b_done.recv().expect("reply"), Ok(()));
+        assert_eq!(checked_done.recv().expect("reply"), Ok(()));
+        assert_eq!(
+            moved_done.recv().expect("reply"),
+            Err(DurableError::CheckpointMoved {
+                key: "legacy:facts".into()
+            })
+        );
+        drop(db);
+        assert_eq!(
+            stored(&options),
+            (13, 2),
+            "one commit for the group, one for the checked batch, none for the refused one"
+        );
+    }
+
+    #[test]
+    fn stopping_writes_once_more_and_then_refuses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let (writer, source) = started(options.clone());
+        source.calls().pending = facts(10, 4);
+        writer.stop().expect("final write");
+        assert_eq!(stored(&options).0, 4);
+        assert_eq!(
+            writer.commit(facts(11, 1), Vec::new()),
+            Err(DurableError::Closed)
+        );
+        writer.stop().expect("a second stop does nothing");
+        assert_eq!(stored(&options).0, 4);
+    }
+
+    #[test]
+    fn a_store_that_cannot_be_opened_refuses_batches_and_a_fresh_one_gets_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("later");
+        let options = options(&missing.join("m.db"));
+        let (writer, source) = started(options.clone());
+        assert_eq!(
+            writer.health().last_error.map(|e| e.kind()),
+            Some(StoreErrorKind::Io)
+        );
+        let err = writer
+            .commit(facts(1, 1), Vec::new())
+            .expect_err("no store");
+        assert!(
+            matches!(&err, DurableError::Store(e) if e.kind() == StoreErrorKind::Io),
+            "{err}"
+        );
+        assert!(
+            source.calls().took.is_empty(),
+            "nothing taken without a store"
+        );
+
+        std::fs::create_dir(&missing).expect("directory");
+        source.calls().everything = facts(5, 9);
+        writer.commit(facts(6, 1), Vec::new()).expect("committed");
+        assert_eq!(
+            source.calls().took,
+            [true],
+            "a fresh store continues from all of it"
+        );
+        assert_eq!(source.applied_facts(), Some(10));
+        assert!(writer.health().is_healthy());
+    }
+}

@@ -410,3 +410,186 @@ fn spawn_upkeep(engine: Weak<Engine>, interval: Duration) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::event::Name;
+    use crate::model::totals::Totals;
+
+    const T0: u64 = 1_700_000_040; // a whole minute
+
+    fn start(clock: &ManualClock) -> Arc<Engine> {
+        Engine::start(Settings {
+            clock: Arc::new(clock.clone()),
+            upkeep_interval: None,
+            max_future_skew: Duration::from_secs(300),
+            limits: Limits {
+                max_tables: 32,
+                max_locks: 8,
+                stale_lock_after: Duration::from_secs(3600),
+                tables: Vec::new(),
+            },
+            store: None,
+        })
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn fact() -> Fact {
+        Fact::new(0.9).expect("valid")
+    }
+
+    #[test]
+    fn times_slightly_ahead_count_now_and_further_ahead_are_refused() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        engine
+            .record(&Event::Fact(fact()), Some(at(T0 + 300)))
+            .expect("within the skew");
+        assert_eq!(
+            engine.record(&Event::Fact(fact()), Some(at(T0 + 301))),
+            Err(RecordError::FutureTime {
+                ahead: Duration::from_secs(301),
+                max: Duration::from_secs(300),
+            })
+        );
+        engine
+            .record(&Event::Fact(fact()), Some(at(T0 - 3600)))
+            .expect("backfill");
+        let snapshot = engine.snapshot();
+        assert_eq!(snapshot.totals.facts, 2, "the refused one changed nothing");
+        assert_eq!(snapshot.facts_24h.facts, 2);
+        assert_eq!(
+            engine.resolve(Some(at(T0 + 60))).map(|(_, m)| m),
+            Ok(T0 / 60),
+            "counted in the current minute"
+        );
+        assert_eq!(
+            engine.record(
+                &Event::Digest,
+                Some(UNIX_EPOCH - Duration::from_secs(1_000))
+            ),
+            Err(RecordError::BeforeEpoch)
+        );
+    }
+
+    #[test]
+    fn events_stamped_now_never_count_before_the_latest_time_seen() {
+        let clock = ManualClock::new(at(T0 + 600));
+        let engine = start(&clock);
+        clock.set(at(T0));
+        engine.record_fact(&fact());
+        let (at_time, minute) = engine.resolve(None).expect("valid");
+        assert_eq!((at_time, minute), (at(T0 + 600), (T0 + 600) / 60));
+        assert_eq!(engine.snapshot().facts_24h.facts, 1);
+        assert_eq!(engine.snapshot().clock_jumps_back, 1);
+    }
+
+    #[test]
+    fn a_durable_batch_names_its_first_invalid_event() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let lock = LockEvent::new("digest", "w1").expect("valid");
+        let batch = [
+            (Event::LockAcquired(lock.clone()), None),
+            (Event::Transcription, None),
+            (Event::LockAcquired(lock.clone()), None),
+        ];
+        assert_eq!(
+            engine.durable_delta(&batch).map(|_| ()),
+            Err(DurableError::Invalid {
+                index: 2,
+                error: RecordError::LockAlreadyHeld {
+                    name: lock.name.clone(),
+                    holder: lock.holder.clone(),
+                },
+            })
+        );
+        let batch = [
+            (Event::Transcription, None),
+            (Event::Fact(fact()), Some(at(T0 + 3600))),
+        ];
+        assert!(matches!(
+            engine.durable_delta(&batch),
+            Err(DurableError::Invalid {
+                index: 1,
+                error: RecordError::FutureTime { .. }
+            })
+        ));
+        let run = RetentionRun::new("facts", 2).expect("valid");
+        let batch = [
+            (Event::Transcription, None),
+            (Event::Retention(run), Some(at(T0 - 120))),
+            (Event::LockAcquired(lock.clone()), None),
+            (Event::LockReleased(lock), None),
+        ];
+        let delta = engine.durable_delta(&batch).expect("valid");
+        assert_eq!(delta.totals.transcriptions, 1);
+        assert_eq!(
+            delta.retention.keys().copied().collect::<Vec<_>>(),
+            [T0 / 60 - 2]
+        );
+        assert_eq!(delta.locks.values().collect::<Vec<_>>(), [&None]);
+        assert_eq!(
+            engine.snapshot().totals,
+            Totals::default(),
+            "nothing recorded"
+        );
+        assert_eq!(
+            engine.record_durable(&[], Vec::new()),
+            Err(DurableError::NoStore)
+        );
+    }
+
+    #[test]
+    fn the_writer_source_prunes_by_this_clock_and_keeps_minutes_ahead_of_it_out() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let (_, prune) = Source::take_unflushed(&*engine, at(T0), false);
+        assert_eq!(prune, (T0 / 60 - DAY_MINUTES, T0 / 60 - WEEK_MINUTES));
+        let bucket = FactBucket {
+            facts: 1,
+            ..FactBucket::default()
+        };
+        let changes = Changes {
+            // 5 minutes of skew allowed: the minute 5 ahead counts, the one 6 ahead does not.
+            facts: vec![(T0 / 60 + 5, bucket), (T0 / 60 + 6, bucket)],
+            ..Changes::default()
+        };
+        Source::apply_changes(&*engine, changes, at(T0));
+        clock.advance(Duration::from_secs(10 * 60));
+        assert_eq!(engine.snapshot().facts_24h.facts, 1);
+    }
+
+    #[test]
+    fn each_refresh_publishes_a_newer_snapshot_and_runs_the_hooks() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        {
+            let seen = Arc::clone(&seen);
+            engine.on_refresh(Box::new(move |s| {
+                seen.lock()
+                    .expect("not poisoned")
+                    .push((s.seq, s.totals.digests));
+            }));
+        }
+        engine.record_digest();
+        let first = SnapshotSource::refresh(&*engine);
+        assert_eq!(SnapshotSource::latest(&*engine), first);
+        engine.record_digest();
+        let second = engine.snapshot();
+        assert!(second.seq > first.seq);
+        assert_eq!(
+            *seen.lock().expect("not poisoned"),
+            [(first.seq, 1), (second.seq, 2)]
+        );
+        assert!(first.store.is_none(), "no store, no store health");
+        let name = Name::new("digest").expect("valid");
+        assert!(engine.held_locks().iter().all(|(l, _)| l.name != name));
+    }
+}

@@ -419,3 +419,264 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    const NOW_MINUTE: u64 = 28_000_000;
+
+    fn limits(max_tables: usize, tables: &[&str]) -> Limits {
+        Limits {
+            max_tables,
+            max_locks: 8,
+            stale_lock_after: Duration::from_secs(3600),
+            tables: tables.iter().map(|t| name(t)).collect(),
+        }
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid")
+    }
+
+    fn at_minute(minute: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(minute * 60)
+    }
+
+    fn facts(n: u64) -> FactBucket {
+        FactBucket {
+            facts: n,
+            ..FactBucket::default()
+        }
+    }
+
+    fn run(table: &str) -> RetentionRun {
+        RetentionRun::new(table, 3).expect("valid")
+    }
+
+    fn table_ops(state: &mut State) -> Vec<(TableLabel, u64)> {
+        state
+            .snapshot(at_minute(state.head()))
+            .retention_by_table
+            .into_iter()
+            .map(|(l, b)| (l, b.operations))
+            .collect()
+    }
+
+    #[test]
+    fn applied_changes_are_the_stores_values_plus_what_is_not_written_yet() {
+        let mut state = State::new(limits(32, &[]), true);
+        state.add_facts(NOW_MINUTE, &facts(2));
+        let written = state.take_unflushed();
+        assert_eq!(written.totals.facts, 2);
+        state.add_facts(NOW_MINUTE, &facts(1)); // recorded while the write ran
+        let stored = Changes {
+            // The write, plus 10 facts another process wrote.
+            facts: vec![(NOW_MINUTE, facts(12))],
+            totals: Totals {
+                facts: 12,
+                ..Totals::default()
+            },
+            checkpoints: vec![("legacy:facts".into(), 4)],
+            ..Changes::default()
+        };
+        state.apply_changes(stored, NOW_MINUTE);
+        let snapshot = state.snapshot(at_minute(NOW_MINUTE));
+        assert_eq!(snapshot.totals.facts, 13);
+        assert_eq!(snapshot.facts_24h.facts, 13);
+        assert_eq!(state.checkpoint("legacy:facts"), Some(4));
+        assert_eq!(
+            state.take_unflushed().totals.facts,
+            1,
+            "what is not written yet stays unflushed"
+        );
+    }
+
+    #[test]
+    fn stored_minutes_after_the_newest_stay_out_of_the_windows() {
+        let mut state = State::new(limits(32, &[]), true);
+        state.advance(NOW_MINUTE);
+        let stored = Changes {
+            facts: vec![(NOW_MINUTE, facts(1)), (NOW_MINUTE + 10, facts(5))],
+            ..Changes::default()
+        };
+        state.apply_changes(stored, NOW_MINUTE + 5);
+        assert_eq!(
+            state.head(),
+            NOW_MINUTE,
+            "another clock does not move the windows"
+        );
+        assert_eq!(state.snapshot(at_minute(NOW_MINUTE)).facts_24h.facts, 1);
+    }
+
+    #[test]
+    fn changes_are_taken_once_and_a_failed_write_puts_them_back_in_front() {
+        let mut state = State::new(limits(32, &[]), true);
+        state.add_facts(NOW_MINUTE - DAY_MINUTES - 5, &facts(1)); // already outside the window
+        state.add_facts(NOW_MINUTE, &facts(2));
+        state.add_retention(NOW_MINUTE, &run("facts"));
+        let taken = state.take_unflushed();
+        assert_eq!(
+            taken.facts.keys().copied().collect::<Vec<_>>(),
+            [NOW_MINUTE]
+        );
+        assert_eq!(taken.totals.facts, 3, "totals keep what the windows forget");
+        assert!(state.take_unflushed().is_empty(), "taken once");
+
+        state.add_facts(NOW_MINUTE, &facts(4));
+        state.restore_unflushed(taken.clone());
+        let mut expected = taken;
+        let mut later = Delta::default();
+        later.add_facts(NOW_MINUTE, &facts(4));
+        expected.merge(later);
+        assert_eq!(state.take_unflushed(), expected);
+    }
+
+    #[test]
+    fn without_a_store_nothing_is_kept_for_it() {
+        let mut state = State::new(limits(32, &[]), false);
+        state.add_facts(NOW_MINUTE, &facts(2));
+        state.add_retention(NOW_MINUTE, &run("facts"));
+        assert!(state.take_unflushed().is_empty());
+        state.restore_unflushed({
+            let mut d = Delta::default();
+            d.add_facts(NOW_MINUTE, &facts(1));
+            d
+        });
+        assert!(state.take_unflushed().is_empty());
+        assert_eq!(state.snapshot(at_minute(NOW_MINUTE)).totals.facts, 2);
+    }
+
+    #[test]
+    fn declared_tables_come_first_at_zero_and_tables_past_the_label_limit_fold() {
+        let mut state = State::new(limits(2, &["digests"]), true);
+        assert_eq!(
+            table_ops(&mut state),
+            [(TableLabel::Table(name("digests")), 0)]
+        );
+        for table in ["facts", "facts", "audio", "logs"] {
+            state.add_retention(NOW_MINUTE, &run(table));
+        }
+        assert_eq!(
+            table_ops(&mut state),
+            [
+                (TableLabel::Table(name("digests")), 0),
+                (TableLabel::Table(name("facts")), 2),
+                (TableLabel::Overflow, 2),
+            ]
+        );
+        let unflushed = state.take_unflushed();
+        assert_eq!(
+            unflushed.tables.keys().cloned().collect::<Vec<_>>(),
+            [
+                TableLabel::Table(name("audio")),
+                TableLabel::Table(name("facts")),
+                TableLabel::Table(name("logs")),
+            ],
+            "the store keeps every name it can"
+        );
+    }
+
+    #[test]
+    fn names_past_the_kept_table_cap_go_to_the_overflow_entry() {
+        let mut state = State::new(limits(KEPT_TABLES + 10, &[]), true);
+        for i in 0..KEPT_TABLES + 2 {
+            state.add_retention(NOW_MINUTE, &run(&format!("t{i}")));
+        }
+        let last = name(&format!("t{}", KEPT_TABLES + 1));
+        assert_eq!(state.table_label(&last), TableLabel::Overflow);
+        assert_eq!(
+            state.table_label(&name("t0")),
+            TableLabel::Table(name("t0"))
+        );
+        let tables = table_ops(&mut state);
+        assert_eq!(tables.len(), KEPT_TABLES + 1);
+        assert_eq!(tables.last(), Some(&(TableLabel::Overflow, 2)));
+        let unflushed = state.take_unflushed();
+        assert_eq!(
+            unflushed
+                .tables
+                .get(&TableLabel::Overflow)
+                .map(|b| b.operations),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn the_full_delta_holds_everything_the_state_holds() {
+        let mut state = State::new(limits(32, &["digests"]), true);
+        state.add_facts(NOW_MINUTE - 1, &facts(2));
+        state.add_retention(NOW_MINUTE, &run("facts"));
+        let config = CoveConfig::new(true, 0.7).expect("valid");
+        state.set_cove(config, at_minute(NOW_MINUTE));
+        let lock = LockEvent::new("digest", "w1").expect("valid");
+        state
+            .acquire_lock(&lock, at_minute(NOW_MINUTE))
+            .expect("acquired");
+        let full = state.full_delta();
+        assert_eq!(full.totals.facts, 2);
+        assert_eq!(full.facts.get(&(NOW_MINUTE - 1)).map(|b| b.facts), Some(2));
+        assert_eq!(full.retention.len(), 1);
+        assert_eq!(
+            full.tables.keys().cloned().collect::<Vec<_>>(),
+            [
+                TableLabel::Table(name("digests")),
+                TableLabel::Table(name("facts"))
+            ]
+        );
+        assert_eq!(full.cove, Some((config, at_minute(NOW_MINUTE))));
+        assert_eq!(full.locks.len(), 1);
+    }
+
+    #[test]
+    fn lock_events_are_kept_for_the_store_and_replaced_by_what_it_holds() {
+        let mut state = State::new(limits(32, &[]), true);
+        let a = LockEvent::new("digest", "w1").expect("valid");
+        let b = LockEvent::new("import", "w2").expect("valid");
+        state
+            .acquire_lock(&a, at_minute(NOW_MINUTE))
+            .expect("acquired");
+        assert_eq!(state.release_lock(&b), Err(LockConflict::NotHeld));
+        let taken = state.take_unflushed();
+        assert!(matches!(taken.locks.values().next(), Some(Some(_))));
+        state
+            .acquire_lock(&b, at_minute(NOW_MINUTE))
+            .expect("acquired");
+        // The store holds `a` (written above) and a lock of another process.
+        let other = LockEvent::new("retention", "w3").expect("valid");
+        let stored = Changes {
+            locks: vec![
+                crate::model::locks::HeldLock::new(&a, at_minute(NOW_MINUTE)),
+                crate::model::locks::HeldLock::new(&other, at_minute(NOW_MINUTE)),
+            ],
+            ..Changes::default()
+        };
+        state.apply_changes(stored, NOW_MINUTE);
+        let mut held: Vec<_> = state
+            .held_locks()
+            .into_iter()
+            .map(|(l, _)| l.name.to_string())
+            .collect();
+        held.sort();
+        assert_eq!(held, ["digest", "import", "retention"]);
+    }
+
+    #[test]
+    fn the_clock_going_back_by_more_than_a_second_counts_once_per_jump() {
+        let mut state = State::new(limits(32, &[]), false);
+        let t = at_minute(NOW_MINUTE);
+        state.observe_clock(t);
+        state.observe_clock(t - Duration::from_millis(900));
+        assert_eq!(
+            state.snapshot(t).clock_jumps_back,
+            0,
+            "within a coarse clock's jitter"
+        );
+        state.observe_clock(t - Duration::from_secs(5));
+        state.observe_clock(t - Duration::from_secs(4));
+        assert_eq!(state.snapshot(t).clock_jumps_back, 1);
+        state.observe_clock(t - Duration::from_secs(10));
+        assert_eq!(state.snapshot(t).clock_jumps_back, 2);
+    }
+}

@@ -230,3 +230,210 @@ fn register_store(source: &Arc<dyn SnapshotSource>, meter: &Meter) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::snapshot::RefreshHook;
+    use crate::error::StoreError;
+    use crate::event::{Fact, Name};
+    use crate::export::prometheus::PrometheusPipeline;
+    use crate::model::bucket::FactBucket;
+    use crate::model::totals::Totals;
+    use opentelemetry::metrics::MeterProvider;
+    use std::path::Path;
+
+    /// A source that publishes `next` (with a new `seq`) on every refresh.
+    struct FakeSource {
+        next: Mutex<Snapshot>,
+        latest: Mutex<Arc<Snapshot>>,
+        hooks: Mutex<Vec<RefreshHook>>,
+        refreshes: Mutex<u64>,
+    }
+
+    impl FakeSource {
+        fn new(snapshot: Snapshot) -> Arc<Self> {
+            Arc::new(Self {
+                latest: Mutex::new(Arc::new(snapshot.clone())),
+                next: Mutex::new(snapshot),
+                hooks: Mutex::new(Vec::new()),
+                refreshes: Mutex::new(0),
+            })
+        }
+
+        fn refreshes(&self) -> u64 {
+            *self.refreshes.lock().expect("not poisoned")
+        }
+    }
+
+    impl SnapshotSource for FakeSource {
+        fn refresh(&self) -> Arc<Snapshot> {
+            let mut count = self.refreshes.lock().expect("not poisoned");
+            *count += 1;
+            let mut next = self.next.lock().expect("not poisoned").clone();
+            next.seq = *count;
+            let next = Arc::new(next);
+            *self.latest.lock().expect("not poisoned") = Arc::clone(&next);
+            for hook in self.hooks.lock().expect("not poisoned").iter() {
+                hook(&next);
+            }
+            next
+        }
+
+        fn latest(&self) -> Arc<Snapshot> {
+            Arc::clone(&self.latest.lock().expect("not poisoned"))
+        }
+
+        fn on_refresh(&self, hook: RefreshHook) {
+            self.hooks.lock().expect("not poisoned").push(hook);
+        }
+    }
+
+    fn registered(source: &Arc<FakeSource>) -> PrometheusPipeline {
+        let pipeline = PrometheusPipeline::new().expect("pipeline");
+        register(
+            Arc::clone(source) as Arc<dyn SnapshotSource>,
+            &pipeline.provider.meter("test"),
+        );
+        pipeline
+    }
+
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid")
+    }
+
+    #[test]
+    fn each_collection_refreshes_once_and_reads_that_one_snapshot() {
+        let source = FakeSource::new(Snapshot {
+            totals: Totals {
+                transcriptions: 3,
+                facts: 10,
+                unassessed: 2,
+                ..Totals::default()
+            },
+            facts_24h: FactBucket {
+                facts: 10,
+                unassessed: 2,
+                hallucinated: 2,
+                ..FactBucket::default()
+            },
+            ..Snapshot::empty()
+        });
+        let pipeline = registered(&source);
+        let text = pipeline.encode().expect("encoded");
+        assert_eq!(source.refreshes(), 1);
+        assert_eq!(sample(&text, "reflexio_transcriptions_total"), Some(3.0));
+        assert_eq!(sample(&text, "reflexio_facts_total"), Some(10.0));
+        assert_eq!(sample(&text, "reflexio_assessed_facts_total"), Some(8.0));
+        assert_eq!(sample(&text, "reflexio_hallucination_rate_24h"), Some(0.25));
+        assert_eq!(sample(&text, "reflexio_cove_enabled"), Some(0.0));
+        assert!(
+            !text.contains("reflexio_store_"),
+            "no store, no store metrics"
+        );
+        pipeline.encode().expect("encoded");
+        assert_eq!(source.refreshes(), 2);
+    }
+
+    #[test]
+    fn store_health_is_exported_when_the_snapshots_carry_it() {
+        let mut health = StoreHealth::new("m.db".into());
+        let busy = StoreError::new(StoreErrorKind::Busy, Path::new("m.db"), "locked");
+        health.succeeded(UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        health.failed(
+            &busy,
+            UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_001),
+        );
+        let source = FakeSource::new(Snapshot {
+            store: Some(health),
+            ..Snapshot::empty()
+        });
+        let text = registered(&source).encode().expect("encoded");
+        assert_eq!(sample(&text, "reflexio_store_healthy"), Some(0.0));
+        assert_eq!(
+            sample(&text, "reflexio_store_last_flush_timestamp_seconds"),
+            Some(1_700_000_000.0)
+        );
+        assert_eq!(sample(&text, "reflexio_store_flushes_total"), Some(1.0));
+        assert_eq!(
+            sample(&text, "reflexio_store_flush_errors_total{kind=\"busy\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "reflexio_store_flush_errors_total{kind=\"corrupt\"}"),
+            Some(0.0),
+            "every kind has its series"
+        );
+    }
+
+    #[test]
+    fn tables_past_the_limit_are_exported_as_the_overflow_series() {
+        let ops = |operations| RetentionBucket {
+            operations,
+            ..RetentionBucket::default()
+        };
+        let source = FakeSource::new(Snapshot {
+            retention_by_table: vec![
+                (TableLabel::Table(name("facts")), ops(2)),
+                (TableLabel::Overflow, ops(5)),
+            ],
+            ..Snapshot::empty()
+        });
+        let text = registered(&source).encode().expect("encoded");
+        assert_eq!(
+            sample(
+                &text,
+                "reflexio_retention_operations_total{table=\"facts\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "reflexio_retention_operations_total{otel_metric_overflow=\"true\"}"
+            ),
+            Some(5.0)
+        );
+    }
+
+    #[test]
+    fn histograms_replay_only_what_is_new_in_each_snapshot() {
+        let mut counted = HistogramCounts::default();
+        for coverage in [0.4, 0.96, 1.0] {
+            counted.observe(&Fact::new(coverage).expect("valid"));
+        }
+        let source = FakeSource::new(Snapshot {
+            histograms: counted,
+            ..Snapshot::empty()
+        });
+        let pipeline = registered(&source);
+        let text = pipeline.encode().expect("encoded");
+        assert_eq!(sample(&text, "reflexio_citation_coverage_count"), Some(3.0));
+        assert_eq!(
+            sample(&text, "reflexio_citation_coverage_bucket{le=\"0.5\"}"),
+            Some(1.0)
+        );
+        let sum = sample(&text, "reflexio_citation_coverage_sum").expect("sum");
+        assert!((sum - 2.36).abs() < 1e-9, "sum {sum}");
+
+        // A snapshot seen again replays nothing.
+        let again = source.latest();
+        for hook in source.hooks.lock().expect("not poisoned").iter() {
+            hook(&again);
+        }
+        counted.observe(&Fact::new(0.75).expect("valid"));
+        source.next.lock().expect("not poisoned").histograms = counted;
+        let text = pipeline.encode().expect("encoded");
+        assert_eq!(sample(&text, "reflexio_citation_coverage_count"), Some(4.0));
+        assert_eq!(
+            sample(&text, "reflexio_citation_coverage_bucket{le=\"0.8\"}"),
+            Some(2.0)
+        );
+    }
+}

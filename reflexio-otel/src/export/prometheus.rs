@@ -76,3 +76,51 @@ impl PrometheusPipeline {
 pub fn encode_text(registry: &Registry) -> Result<String, ExportError> {
     Ok(TextEncoder::new().encode_to_string(&registry.gather())?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use contract::MetricKind;
+    use opentelemetry::metrics::MeterProvider;
+
+    #[test]
+    fn a_spec_registers_as_its_kind_with_its_help() {
+        let pipeline = PrometheusPipeline::new().expect("pipeline");
+        let meter = pipeline.provider.meter("test");
+        let counter = contract::INGEST_EVENTS;
+        let gauge = contract::LEGACY_HEALTHY;
+        let ratio = contract::HALLUCINATION_RATE_24H;
+        assert_eq!(
+            (counter.kind, gauge.kind, ratio.kind),
+            (MetricKind::Counter, MetricKind::Gauge, MetricKind::Gauge)
+        );
+        counter.observe_u64(&meter, |o| o.observe(7, &[]));
+        gauge.observe_u64(&meter, |o| o.observe(1, &[]));
+        ratio.observe_f64(&meter, |o| o.observe(0.25, &[]));
+        let h = contract::CITATION_COVERAGE.histogram(&meter, COVERAGE.bounds);
+        h.record(0.97, &[]);
+        let text = pipeline.encode().expect("encoded");
+        for (spec, sample) in [
+            (counter, "reflexio_ingest_events_total 7"),
+            (gauge, "reflexio_legacy_healthy 1"),
+            (ratio, "reflexio_hallucination_rate_24h 0.25"),
+            (
+                contract::CITATION_COVERAGE,
+                "reflexio_citation_coverage_count 1",
+            ),
+        ] {
+            let head = format!(
+                "# HELP {0} {1}\n# TYPE {0} {2}\n",
+                spec.exported,
+                spec.help,
+                spec.kind.as_str()
+            );
+            assert!(text.contains(&head), "{head} missing in:\n{text}");
+            assert!(text.contains(&format!("\n{sample}\n")), "{sample}");
+        }
+        assert!(
+            text.contains("reflexio_citation_coverage_bucket{le=\"0.98\"} 1\n"),
+            "the contract's bounds"
+        );
+    }
+}

@@ -145,4 +145,26 @@ mod tests {
         d.forget_expired(12_000);
         assert_eq!(d.retention.len(), 1);
     }
+
+    #[test]
+    fn the_later_lock_change_wins_and_durable_batches_merge_in_order() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1000);
+        let lock = crate::event::LockEvent::new("digest", "w1").expect("valid");
+        let mut earlier = Delta::default();
+        earlier.lock(&lock.name, &lock.holder, Some(HeldLock::new(&lock, t0)));
+        let mut later = Delta::default();
+        later.lock(&lock.name, &lock.holder, None);
+        let mut merged = earlier.clone();
+        merged.merge(later.clone());
+        assert_eq!(
+            merged.locks.values().collect::<Vec<_>>(),
+            [&None],
+            "released"
+        );
+        later.merge(earlier);
+        assert!(
+            matches!(later.locks.values().next(), Some(Some(_))),
+            "held again"
+        );
+    }
 }

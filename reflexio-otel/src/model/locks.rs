@@ -302,4 +302,23 @@ mod tests {
             "nothing changed"
         );
     }
+
+    #[test]
+    fn an_event_of_this_process_carries_its_pid_and_host() {
+        let event = LockEvent::for_this_process("digest", "w1").expect("valid");
+        assert_eq!(event.pid, Some(std::process::id()));
+        assert_eq!(event.host.as_ref(), this_host());
+        assert_eq!(
+            LockEvent::for_this_process("digest", "")
+                .expect_err("empty holder")
+                .field(),
+            "holder"
+        );
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let held = HeldLock::new(&event, t0);
+        assert!(
+            !held.is_stale(t0, Duration::from_secs(60)),
+            "this process is alive"
+        );
+    }
 }

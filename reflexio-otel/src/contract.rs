@@ -3,7 +3,7 @@
 //!
 //! A [`MetricSpec`] also puts itself on an OpenTelemetry `Meter` ([`MetricSpec::observe_u64`],
 //! [`MetricSpec::observe_f64`], [`MetricSpec::histogram`]): name, help and unit in one call,
-//! from one place, and the instrument type from its kind.
+//! from one place.
 
 use opentelemetry::metrics::{AsyncInstrument, AsyncInstrumentBuilder, Histogram, Meter};
 
@@ -69,37 +69,30 @@ impl MetricSpec {
         callback: impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
     ) {
         match self.kind {
-            MetricKind::Counter => {
-                self.described(meter.u64_observable_counter(self.instrument))
-                    .with_callback(callback)
-                    .build();
-            }
+            MetricKind::Counter => self.observed(
+                meter.u64_observable_counter(self.instrument),
+                callback,
+                |b| b.build(),
+            ),
             MetricKind::Gauge | MetricKind::Histogram => {
-                self.described(meter.u64_observable_gauge(self.instrument))
-                    .with_callback(callback)
-                    .build();
+                self.observed(meter.u64_observable_gauge(self.instrument), callback, |b| {
+                    b.build()
+                })
             }
         }
     }
 
-    /// Like [`MetricSpec::observe_u64`], for values that are not whole numbers.
+    /// Registers the metric on `meter` as an observable gauge of values that are not whole
+    /// numbers (the contract's ratios, means and thresholds are all gauges), with the
+    /// contract's name, help and unit.
     pub fn observe_f64(
         &self,
         meter: &Meter,
         callback: impl Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
     ) {
-        match self.kind {
-            MetricKind::Counter => {
-                self.described(meter.f64_observable_counter(self.instrument))
-                    .with_callback(callback)
-                    .build();
-            }
-            MetricKind::Gauge | MetricKind::Histogram => {
-                self.described(meter.f64_observable_gauge(self.instrument))
-                    .with_callback(callback)
-                    .build();
-            }
-        }
+        debug_assert_eq!(self.kind, MetricKind::Gauge, "{}", self.exported);
+        let gauge = meter.f64_observable_gauge(self.instrument);
+        self.observed(gauge, callback, |b| b.build());
     }
 
     /// The metric as an SDK histogram on `meter` with the contract's name, help and unit, and
@@ -113,11 +106,19 @@ impl MetricSpec {
             .build()
     }
 
-    fn described<'a, I, M>(
+    /// Builds `builder` with the contract's help and unit, and `callback`.
+    fn observed<'a, I, M>(
         &self,
         builder: AsyncInstrumentBuilder<'a, I, M>,
-    ) -> AsyncInstrumentBuilder<'a, I, M> {
-        builder.with_description(self.help).with_unit(self.unit)
+        callback: impl Fn(&dyn AsyncInstrument<M>) + Send + Sync + 'static,
+        build: impl FnOnce(AsyncInstrumentBuilder<'a, I, M>) -> I,
+    ) {
+        build(
+            builder
+                .with_description(self.help)
+                .with_unit(self.unit)
+                .with_callback(callback),
+        );
     }
 }
 

@@ -12,10 +12,20 @@ use crate::event::{CoveResult, FRACTION_SCALE, Fact, RetentionRun};
 /// too, which tells "no data" apart from "perfect".
 pub const EMPTY_WINDOW_VALUE: f64 = 0.0;
 
-/// An additive window bucket.
+/// An additive window bucket: every field is a count or a sum, added and subtracted wrapping.
 pub(crate) trait Bucket: Copy + Default + PartialEq {
-    fn add(&mut self, other: &Self);
-    fn sub(&mut self, other: &Self);
+    /// Applies `op` field by field.
+    fn zip(&mut self, other: &Self, op: fn(u64, u64) -> u64);
+
+    #[inline]
+    fn add(&mut self, other: &Self) {
+        self.zip(other, u64::wrapping_add);
+    }
+
+    #[inline]
+    fn sub(&mut self, other: &Self) {
+        self.zip(other, u64::wrapping_sub);
+    }
 }
 
 /// One minute of facts.
@@ -108,26 +118,16 @@ fn mean(sum: u64, count: u64, scale: u64) -> f64 {
 }
 
 impl Bucket for FactBucket {
-    fn add(&mut self, o: &Self) {
-        self.facts = self.facts.wrapping_add(o.facts);
-        self.unassessed = self.unassessed.wrapping_add(o.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_add(o.hallucinated);
-        self.non_atomic = self.non_atomic.wrapping_add(o.non_atomic);
-        self.coverage_sum = self.coverage_sum.wrapping_add(o.coverage_sum);
-        self.cove_facts = self.cove_facts.wrapping_add(o.cove_facts);
-        self.confidence_sum = self.confidence_sum.wrapping_add(o.confidence_sum);
-        self.rounds_sum = self.rounds_sum.wrapping_add(o.rounds_sum);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.facts = self.facts.wrapping_sub(o.facts);
-        self.unassessed = self.unassessed.wrapping_sub(o.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_sub(o.hallucinated);
-        self.non_atomic = self.non_atomic.wrapping_sub(o.non_atomic);
-        self.coverage_sum = self.coverage_sum.wrapping_sub(o.coverage_sum);
-        self.cove_facts = self.cove_facts.wrapping_sub(o.cove_facts);
-        self.confidence_sum = self.confidence_sum.wrapping_sub(o.confidence_sum);
-        self.rounds_sum = self.rounds_sum.wrapping_sub(o.rounds_sum);
+    #[inline]
+    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+        self.facts = op(self.facts, o.facts);
+        self.unassessed = op(self.unassessed, o.unassessed);
+        self.hallucinated = op(self.hallucinated, o.hallucinated);
+        self.non_atomic = op(self.non_atomic, o.non_atomic);
+        self.coverage_sum = op(self.coverage_sum, o.coverage_sum);
+        self.cove_facts = op(self.cove_facts, o.cove_facts);
+        self.confidence_sum = op(self.confidence_sum, o.confidence_sum);
+        self.rounds_sum = op(self.rounds_sum, o.rounds_sum);
     }
 }
 
@@ -154,16 +154,11 @@ impl RetentionBucket {
 }
 
 impl Bucket for RetentionBucket {
-    fn add(&mut self, o: &Self) {
-        self.operations = self.operations.wrapping_add(o.operations);
-        self.deleted_records = self.deleted_records.wrapping_add(o.deleted_records);
-        self.errors = self.errors.wrapping_add(o.errors);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.operations = self.operations.wrapping_sub(o.operations);
-        self.deleted_records = self.deleted_records.wrapping_sub(o.deleted_records);
-        self.errors = self.errors.wrapping_sub(o.errors);
+    #[inline]
+    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+        self.operations = op(self.operations, o.operations);
+        self.deleted_records = op(self.deleted_records, o.deleted_records);
+        self.errors = op(self.errors, o.errors);
     }
 }
 

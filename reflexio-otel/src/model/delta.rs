@@ -91,6 +91,22 @@ impl Delta {
 }
 
 #[cfg(test)]
+impl Delta {
+    /// `n` facts (of unknown quality and no CoVe result) in `minute`.
+    pub(crate) fn of_facts(minute: u64, n: u64) -> Self {
+        let mut d = Delta::default();
+        d.add_facts(
+            minute,
+            &FactBucket {
+                facts: n,
+                ..FactBucket::default()
+            },
+        );
+        d
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};

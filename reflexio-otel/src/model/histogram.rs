@@ -33,67 +33,84 @@ impl Layout {
     }
 }
 
-/// `bounds` in integer units of `scale` per 1.0, checked at compile time to increase strictly
-/// within `(min, max)` units and to be whole units.
-const fn units<const N: usize>(bounds: [f64; N], scale: u64, min: u64, max: u64) -> [u64; N] {
+impl Layout {
+    /// A layout of observations from `min_units` to `max_units`, checked at compile time:
+    /// `bounds_units` are `bounds` in units, and increase strictly within that range.
+    const fn new(
+        bounds: &'static [f64],
+        bounds_units: &'static [u64],
+        scale: u64,
+        (min_units, max_units): (u64, u64),
+    ) -> Self {
+        assert!(bounds.len() == bounds_units.len());
+        let mut i = 0;
+        while i < bounds.len() {
+            let units = bounds_units[i];
+            let exact = bounds[i] * scale as f64;
+            assert!(
+                (exact - units as f64).abs() < 1e-6,
+                "a bound is not whole units"
+            );
+            assert!(
+                units >= min_units && units < max_units,
+                "a bound is out of range"
+            );
+            assert!(
+                i == 0 || units > bounds_units[i - 1],
+                "bounds must increase"
+            );
+            i += 1;
+        }
+        Self {
+            bounds,
+            bounds_units,
+            scale,
+            min_units,
+            max_units,
+        }
+    }
+
+    /// A layout of fractions, `[0, 1]`, counted in billionths.
+    const fn fractions(bounds: &'static [f64], bounds_units: &'static [u64]) -> Self {
+        Self::new(bounds, bounds_units, FRACTION_SCALE, (0, FRACTION_SCALE))
+    }
+}
+
+/// `bounds` in whole units of `scale` per 1.0.
+const fn units<const N: usize>(bounds: [f64; N], scale: u64) -> [u64; N] {
     let mut out = [0; N];
     let mut i = 0;
     while i < N {
-        let exact = bounds[i] * scale as f64;
-        let rounded = exact.round();
-        assert!(
-            (exact - rounded).abs() < 1e-6,
-            "a bound is not a whole number of units"
-        );
-        out[i] = rounded as u64;
-        assert!(
-            out[i] >= min && out[i] < max,
-            "a bound is outside the observations' range"
-        );
-        assert!(i == 0 || out[i] > out[i - 1], "bounds must increase");
+        out[i] = (bounds[i] * scale as f64).round() as u64;
         i += 1;
     }
     out
 }
 
-/// Citation coverage bounds, `[0, 1]`: fine steps near the 95% and 98% targets.
 const COVERAGE_BOUNDS: [f64; 7] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
-/// Buckets of [`COVERAGE`], including `+Inf`.
-pub(crate) const COVERAGE_BUCKETS: usize = COVERAGE_BOUNDS.len() + 1;
-/// Citation coverage.
-pub(crate) const COVERAGE: Layout = Layout {
-    bounds: &COVERAGE_BOUNDS,
-    bounds_units: &units(COVERAGE_BOUNDS, FRACTION_SCALE, 0, FRACTION_SCALE),
-    scale: FRACTION_SCALE,
-    min_units: 0,
-    max_units: FRACTION_SCALE,
-};
-
-/// CoVe confidence bounds, `[0, 1]`: tenths, plus 0.95 and 0.99.
 const CONFIDENCE_BOUNDS: [f64; 11] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99];
-/// Buckets of [`CONFIDENCE`], including `+Inf`.
-pub(crate) const CONFIDENCE_BUCKETS: usize = CONFIDENCE_BOUNDS.len() + 1;
-/// CoVe confidence.
-pub(crate) const CONFIDENCE: Layout = Layout {
-    bounds: &CONFIDENCE_BOUNDS,
-    bounds_units: &units(CONFIDENCE_BOUNDS, FRACTION_SCALE, 0, FRACTION_SCALE),
-    scale: FRACTION_SCALE,
-    min_units: 0,
-    max_units: FRACTION_SCALE,
-};
-
-/// CoVe verification rounds bounds, `1..=`[`MAX_ROUNDS`].
 const ROUNDS_BOUNDS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0];
-/// Buckets of [`ROUNDS`], including `+Inf`.
+
+/// Citation coverage, `[0, 1]`: fine steps near the 95% and 98% targets.
+pub(crate) const COVERAGE: Layout =
+    Layout::fractions(&COVERAGE_BOUNDS, &units(COVERAGE_BOUNDS, FRACTION_SCALE));
+/// CoVe confidence, `[0, 1]`: tenths, plus 0.95 and 0.99.
+pub(crate) const CONFIDENCE: Layout = Layout::fractions(
+    &CONFIDENCE_BOUNDS,
+    &units(CONFIDENCE_BOUNDS, FRACTION_SCALE),
+);
+/// CoVe verification rounds, `1..=`[`MAX_ROUNDS`].
+pub(crate) const ROUNDS: Layout = Layout::new(
+    &ROUNDS_BOUNDS,
+    &units(ROUNDS_BOUNDS, 1),
+    1,
+    (1, MAX_ROUNDS as u64),
+);
+
+/// Buckets of each layout, including `+Inf`: the sizes of the counts the record path indexes.
+pub(crate) const COVERAGE_BUCKETS: usize = COVERAGE_BOUNDS.len() + 1;
+pub(crate) const CONFIDENCE_BUCKETS: usize = CONFIDENCE_BOUNDS.len() + 1;
 pub(crate) const ROUNDS_BUCKETS: usize = ROUNDS_BOUNDS.len() + 1;
-/// CoVe verification rounds.
-pub(crate) const ROUNDS: Layout = Layout {
-    bounds: &ROUNDS_BOUNDS,
-    bounds_units: &units(ROUNDS_BOUNDS, 1, 1, MAX_ROUNDS as u64),
-    scale: 1,
-    min_units: 1,
-    max_units: MAX_ROUNDS as u64,
-};
 
 /// Cumulative observations of one histogram: per-bucket counts and the exact sum in units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,12 +71,13 @@ impl<B: Bucket> Window<B> {
         self.head = minute;
     }
 
-    /// Adds `delta` to the bucket of `minute`, first advancing the head if `minute` is newer.
-    /// Returns `false`, changing nothing, if `minute` is older than the window.
-    pub(crate) fn add(&mut self, minute: u64, delta: &B) -> bool {
+    /// The slot of `minute`'s bucket, first advancing the head if `minute` is newer; a slot
+    /// that held an expired minute is emptied for it. `None` if `minute` is older than the
+    /// window.
+    fn claim(&mut self, minute: u64) -> Option<usize> {
         self.advance(minute);
         if !self.covers(minute) {
-            return false;
+            return None;
         }
         let slot = self.slot(minute);
         let (tag, bucket) = &mut self.ring[slot];
@@ -84,7 +85,16 @@ impl<B: Bucket> Window<B> {
             *tag = minute;
             *bucket = B::default();
         }
-        bucket.add(delta);
+        Some(slot)
+    }
+
+    /// Adds `delta` to the bucket of `minute`, first advancing the head if `minute` is newer.
+    /// Returns `false`, changing nothing, if `minute` is older than the window.
+    pub(crate) fn add(&mut self, minute: u64, delta: &B) -> bool {
+        let Some(slot) = self.claim(minute) else {
+            return false;
+        };
+        self.ring[slot].1.add(delta);
         self.sum.add(delta);
         true
     }
@@ -92,16 +102,10 @@ impl<B: Bucket> Window<B> {
     /// Sets the bucket of `minute` to `value`, first advancing the head if `minute` is newer.
     /// Returns `false`, changing nothing, if `minute` is older than the window.
     pub(crate) fn set(&mut self, minute: u64, value: &B) -> bool {
-        self.advance(minute);
-        if !self.covers(minute) {
+        let Some(slot) = self.claim(minute) else {
             return false;
-        }
-        let slot = self.slot(minute);
-        let (tag, bucket) = &mut self.ring[slot];
-        if *tag != minute {
-            *tag = minute;
-            *bucket = B::default();
-        }
+        };
+        let bucket = &mut self.ring[slot].1;
         self.sum.sub(bucket);
         *bucket = *value;
         self.sum.add(value);

@@ -164,18 +164,6 @@ mod tests {
         StoreOptions::new(dir.join("metrics.db")).busy_timeout(Duration::from_millis(20))
     }
 
-    fn facts(minute: u64, n: u64) -> Delta {
-        let mut d = Delta::default();
-        d.add_facts(
-            minute,
-            &FactBucket {
-                facts: n,
-                ..FactBucket::default()
-            },
-        );
-        d
-    }
-
     fn commit(db: &mut Db, delta: &Delta) -> Changes {
         db.commit_checked(delta, &[], (0, 0))
             .expect("committed")
@@ -191,8 +179,11 @@ mod tests {
             .expect("pragma")
     }
 
-    fn open_err(options: &StoreOptions) -> StoreError {
-        Db::open(options).expect_err("refused")
+    /// Asserts that opening is refused with `kind`, saying `says`.
+    fn refused(options: &StoreOptions, kind: StoreErrorKind, says: &str) {
+        let err = Db::open(options).expect_err("refused");
+        assert_eq!(err.kind(), kind, "{err}");
+        assert!(err.to_string().contains(says), "{err}");
     }
 
     #[test]
@@ -279,11 +270,10 @@ mod tests {
         let conn = Connection::open(options.path()).expect("open");
         conn.pragma_update(None, "user_version", schema::LATEST + 1)
             .expect("newer version");
-        let err = open_err(&options);
-        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
-        assert!(
-            err.to_string().contains("is newer than this program's"),
-            "{err}"
+        refused(
+            &options,
+            StoreErrorKind::Incompatible,
+            "is newer than this program's",
         );
 
         conn.pragma_update(None, "user_version", schema::LATEST)
@@ -294,11 +284,10 @@ mod tests {
             [],
         )
         .expect("another layout");
-        let err = open_err(&options);
-        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
-        assert!(
-            err.to_string().contains("histogram buckets differ"),
-            "{err}"
+        refused(
+            &options,
+            StoreErrorKind::Incompatible,
+            "histogram buckets differ",
         );
         drop(conn);
 
@@ -306,22 +295,22 @@ mod tests {
         Connection::open(&other)
             .and_then(|c| c.execute_batch("CREATE TABLE facts (id INTEGER PRIMARY KEY);"))
             .expect("another application's database");
-        let err = open_err(&StoreOptions::new(&other));
-        assert_eq!(err.kind(), StoreErrorKind::Incompatible);
-        assert!(
-            err.to_string().contains("not a Reflexio metrics store"),
-            "{err}"
+        refused(
+            &StoreOptions::new(&other),
+            StoreErrorKind::Incompatible,
+            "not a Reflexio metrics store",
         );
 
         let garbage = options.path().with_file_name("garbage.db");
         std::fs::write(&garbage, vec![0x5a; 8192]).expect("garbage");
-        assert_eq!(
-            open_err(&StoreOptions::new(&garbage)).kind(),
-            StoreErrorKind::Corrupt
+        refused(
+            &StoreOptions::new(&garbage),
+            StoreErrorKind::Corrupt,
+            "not a database",
         );
 
         let nowhere = StoreOptions::new(dir.path().join("missing").join("metrics.db"));
-        assert_eq!(open_err(&nowhere).kind(), StoreErrorKind::Io);
+        refused(&nowhere, StoreErrorKind::Io, "unable to open");
     }
 
     #[test]
@@ -332,11 +321,11 @@ mod tests {
         let other = Connection::open(options.path()).expect("open");
         other.execute_batch("BEGIN IMMEDIATE").expect("write lock");
         let err = db
-            .commit_checked(&facts(10, 1), &[], (0, 0))
+            .commit_checked(&Delta::of_facts(10, 1), &[], (0, 0))
             .expect_err("busy");
         assert_eq!(err.kind(), StoreErrorKind::Busy);
         other.execute_batch("COMMIT").expect("released");
-        let changes = commit(&mut db, &facts(10, 1));
+        let changes = commit(&mut db, &Delta::of_facts(10, 1));
         assert_eq!(
             changes.totals.facts, 1,
             "the failed write left nothing behind"
@@ -356,7 +345,7 @@ mod tests {
             .expect("cap the file");
         let mut big = Delta::default();
         for minute in 0..5_000 {
-            big.merge(facts(minute, 1));
+            big.merge(Delta::of_facts(minute, 1));
         }
         let err = db.commit_checked(&big, &[], (0, 0)).expect_err("full");
         assert_eq!(err.kind(), StoreErrorKind::Full);
@@ -365,7 +354,7 @@ mod tests {
             .pragma_update(None, "query_only", true)
             .expect("read-only");
         let err = db
-            .commit_checked(&facts(1, 1), &[], (0, 0))
+            .commit_checked(&Delta::of_facts(1, 1), &[], (0, 0))
             .expect_err("read-only");
         assert_eq!(err.kind(), StoreErrorKind::ReadOnly);
     }
@@ -376,10 +365,10 @@ mod tests {
         let options = options(dir.path());
         let mut a = Db::open(&options).expect("a");
         let mut b = Db::open(&options).expect("b");
-        commit(&mut a, &facts(10, 2));
+        commit(&mut a, &Delta::of_facts(10, 2));
         assert!(b.poll().expect("read").is_some(), "first read");
         assert!(b.poll().expect("read").is_none(), "nothing new");
-        let changes = commit(&mut b, &facts(11, 3));
+        let changes = commit(&mut b, &Delta::of_facts(11, 3));
         assert_eq!(changes.facts.len(), 1, "b saw minute 10 before");
         let changes = a.poll().expect("read").expect("b wrote");
         assert_eq!(changes.facts.iter().map(|f| f.0).collect::<Vec<_>>(), [11]);
@@ -396,7 +385,7 @@ mod tests {
             value,
         };
         let mut commit_with = |checkpoint: Checkpoint| {
-            db.commit_checked(&facts(10, 1), &[checkpoint], (0, 0))
+            db.commit_checked(&Delta::of_facts(10, 1), &[checkpoint], (0, 0))
                 .expect("no store error")
                 .map(|c| (c.totals.facts, c.checkpoints))
         };
@@ -417,8 +406,8 @@ mod tests {
     fn commits_prune_minutes_at_or_before_the_given_ones() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = Db::open(&options(dir.path())).expect("opened");
-        let mut d = facts(10, 1);
-        d.merge(facts(20, 1));
+        let mut d = Delta::of_facts(10, 1);
+        d.merge(Delta::of_facts(20, 1));
         d.add_retention(
             10,
             crate::model::totals::TableLabel::Overflow,

@@ -36,11 +36,28 @@ pub(crate) fn current_seq(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
     .map(to_u64)
 }
 
+/// Adds each `(minute, counts)` to its row by `sql`, whose parameters are the minute, the
+/// counts, and `seq` last.
+fn write_minutes(
+    tx: &Transaction<'_>,
+    sql: &str,
+    seq: i64,
+    rows: impl Iterator<Item = (u64, Vec<u64>)>,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    for (minute, counts) in rows {
+        let values = std::iter::once(minute).chain(counts).map(to_i64);
+        stmt.execute(rusqlite::params_from_iter(values.chain([seq])))?;
+    }
+    Ok(())
+}
+
 /// Writes `d`, stamping the rows it touches with `seq`.
 pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
-    let mut facts = tx.prepare_cached(
+    write_minutes(
+        tx,
         "INSERT INTO fact_minutes (minute, facts, hallucinated, non_atomic, coverage_sum, \
-         cove_facts, confidence_sum, rounds_sum, seq, unassessed) \
+         cove_facts, confidence_sum, rounds_sum, unassessed, seq) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (minute) DO UPDATE SET facts = facts + excluded.facts, \
          unassessed = unassessed + excluded.unassessed, \
@@ -50,37 +67,33 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
          cove_facts = cove_facts + excluded.cove_facts, \
          confidence_sum = confidence_sum + excluded.confidence_sum, \
          rounds_sum = rounds_sum + excluded.rounds_sum, seq = excluded.seq",
+        seq,
+        d.facts.iter().map(|(minute, b)| {
+            let counts = vec![
+                b.facts,
+                b.hallucinated,
+                b.non_atomic,
+                b.coverage_sum,
+                b.cove_facts,
+                b.confidence_sum,
+                b.rounds_sum,
+                b.unassessed,
+            ];
+            (*minute, counts)
+        }),
     )?;
-    for (minute, b) in &d.facts {
-        facts.execute(params![
-            to_i64(*minute),
-            to_i64(b.facts),
-            to_i64(b.hallucinated),
-            to_i64(b.non_atomic),
-            to_i64(b.coverage_sum),
-            to_i64(b.cove_facts),
-            to_i64(b.confidence_sum),
-            to_i64(b.rounds_sum),
-            seq,
-            to_i64(b.unassessed)
-        ])?;
-    }
-    let mut retention = tx.prepare_cached(
+    write_minutes(
+        tx,
         "INSERT INTO retention_minutes (minute, operations, deleted_records, errors, seq) \
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (minute) DO UPDATE SET \
          operations = operations + excluded.operations, \
          deleted_records = deleted_records + excluded.deleted_records, \
          errors = errors + excluded.errors, seq = excluded.seq",
+        seq,
+        d.retention
+            .iter()
+            .map(|(minute, b)| (*minute, vec![b.operations, b.deleted_records, b.errors])),
     )?;
-    for (minute, b) in &d.retention {
-        retention.execute(params![
-            to_i64(*minute),
-            to_i64(b.operations),
-            to_i64(b.deleted_records),
-            to_i64(b.errors),
-            seq
-        ])?;
-    }
 
     // Cumulative sums of fractions (in billionths) can outgrow SQLite's signed 64-bit integers,
     // where SQL addition would turn them into floats; add them here, wrapping like the
@@ -179,49 +192,58 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     Ok(())
 }
 
+/// The rows of `sql` stamped after `since`: a minute, then up to eight counts that `bucket`
+/// turns into the minute's bucket.
+fn read_minutes<B>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    since: i64,
+    bucket: fn(&[u64]) -> B,
+) -> rusqlite::Result<Vec<(u64, B)>> {
+    let mut stmt = tx.prepare_cached(sql)?;
+    let columns = stmt.column_count();
+    stmt.query_map([since], |r| {
+        let mut values = [0u64; 9];
+        for (i, v) in values.iter_mut().enumerate().take(columns) {
+            *v = to_u64(r.get(i)?);
+        }
+        Ok((values[0], bucket(&values[1..columns])))
+    })?
+    .collect()
+}
+
 /// Reads the window minutes stamped after `since`, and all of the small tables.
 pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
     let since = to_i64(since);
     let mut c = Changes::default();
     let get = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(to_u64);
 
-    let mut stmt = tx.prepare_cached(
+    c.facts = read_minutes(
+        tx,
         "SELECT minute, facts, hallucinated, non_atomic, coverage_sum, cove_facts, \
          confidence_sum, rounds_sum, unassessed FROM fact_minutes WHERE seq > ?1",
+        since,
+        |v| FactBucket {
+            facts: v[0],
+            unassessed: v[7],
+            hallucinated: v[1],
+            non_atomic: v[2],
+            coverage_sum: v[3],
+            cove_facts: v[4],
+            confidence_sum: v[5],
+            rounds_sum: v[6],
+        },
     )?;
-    c.facts = stmt
-        .query_map([since], |r| {
-            Ok((
-                get(r, 0)?,
-                FactBucket {
-                    facts: get(r, 1)?,
-                    unassessed: get(r, 8)?,
-                    hallucinated: get(r, 2)?,
-                    non_atomic: get(r, 3)?,
-                    coverage_sum: get(r, 4)?,
-                    cove_facts: get(r, 5)?,
-                    confidence_sum: get(r, 6)?,
-                    rounds_sum: get(r, 7)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
-
-    let mut stmt = tx.prepare_cached(
+    c.retention = read_minutes(
+        tx,
         "SELECT minute, operations, deleted_records, errors FROM retention_minutes WHERE seq > ?1",
+        since,
+        |v| RetentionBucket {
+            operations: v[0],
+            deleted_records: v[1],
+            errors: v[2],
+        },
     )?;
-    c.retention = stmt
-        .query_map([since], |r| {
-            Ok((
-                get(r, 0)?,
-                RetentionBucket {
-                    operations: get(r, 1)?,
-                    deleted_records: get(r, 2)?,
-                    errors: get(r, 3)?,
-                },
-            ))
-        })?
-        .collect::<Result<_, _>>()?;
 
     let mut stmt = tx.prepare_cached("SELECT name, value FROM counters")?;
     let mut rows = stmt.query([])?;

@@ -174,7 +174,10 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
             "HighHallucinationRate",
             "reflexio_assessed_facts_24h >= 200",
         ),
-        ("LowCitationCoverage", "reflexio_assessed_facts_24h >= 100"),
+        (
+            "LowCitationCoverage",
+            "reflexio_citation_assessed_facts_24h >= 100",
+        ),
         (
             "LowCoVeConfidence",
             "reflexio_cove_verified_facts_24h >= 100",

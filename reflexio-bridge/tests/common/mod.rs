@@ -234,3 +234,85 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// A Prometheus server on a free loopback port scraping `targets` (`host:port` of bridges, job
+/// `reflexio`) every second, without rules; killed when dropped.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts Debian's `prometheus` and waits until it is ready.
+    pub fn start(targets: &[&str]) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reflexio\n    \
+             metrics_path: /metrics/prometheus\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let file = dir.path().join("prometheus.yml");
+        std::fs::write(&file, config).expect("write");
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", file.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("prometheus must be installed (scripts/test installs it): {e}")
+            });
+        let server = Prometheus { child, port, dir };
+        let url = format!("http://127.0.0.1:{port}/-/ready");
+        let ready = eventually(Duration::from_secs(30), || {
+            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
+        });
+        assert!(ready, "prometheus did not start:\n{}", server.log());
+        server
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// An instant query: each result's labels and value, or the error Prometheus gives.
+    pub fn query(&self, expr: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
+        let response: serde_json::Value = reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .query(&[("query", expr)])
+            .send()
+            .and_then(|r| r.json())
+            .map_err(|e| e.to_string())?;
+        if response["status"] != "success" {
+            return Err(response.to_string());
+        }
+        Ok(response["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                let value = r["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (r["metric"].clone(), value)
+            })
+            .collect())
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

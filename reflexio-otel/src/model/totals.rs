@@ -5,18 +5,23 @@ use crate::event::Name;
 use crate::model::bucket::FactBucket;
 
 /// Cumulative counts since the recorder's history began.
+///
+/// The facts with a citation coverage and those with a CoVe result are the `count`s of the
+/// citation coverage and CoVe confidence histograms ([`crate::HistogramCounts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Transcriptions.
     pub transcriptions: u64,
-    /// Facts, assessed or not.
+    /// Facts, with or without verdicts.
     pub facts: u64,
-    /// Facts whose quality is not known.
-    pub unassessed: u64,
+    /// Facts with a hallucination verdict (`reflexio_assessed_facts_total`).
+    pub hallucination_assessed: u64,
     /// Digests.
     pub digests: u64,
     /// Hallucinated facts.
     pub hallucinated: u64,
+    /// Facts with an atomicity verdict.
+    pub atomicity_assessed: u64,
     /// Non-atomic facts.
     pub atomicity_violations: u64,
 }
@@ -26,9 +31,12 @@ impl Totals {
     pub(crate) fn add(&mut self, t: &Totals) {
         self.transcriptions = self.transcriptions.wrapping_add(t.transcriptions);
         self.facts = self.facts.wrapping_add(t.facts);
-        self.unassessed = self.unassessed.wrapping_add(t.unassessed);
+        self.hallucination_assessed = self
+            .hallucination_assessed
+            .wrapping_add(t.hallucination_assessed);
         self.digests = self.digests.wrapping_add(t.digests);
         self.hallucinated = self.hallucinated.wrapping_add(t.hallucinated);
+        self.atomicity_assessed = self.atomicity_assessed.wrapping_add(t.atomicity_assessed);
         self.atomicity_violations = self
             .atomicity_violations
             .wrapping_add(t.atomicity_violations);
@@ -36,10 +44,14 @@ impl Totals {
 
     /// Adds the fact counts of a minute's bucket.
     pub(crate) fn add_facts(&mut self, bucket: &FactBucket) {
-        self.facts = self.facts.wrapping_add(bucket.facts);
-        self.unassessed = self.unassessed.wrapping_add(bucket.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_add(bucket.hallucinated);
-        self.atomicity_violations = self.atomicity_violations.wrapping_add(bucket.non_atomic);
+        self.add(&Totals {
+            facts: bucket.facts,
+            hallucination_assessed: bucket.hallucination_assessed,
+            hallucinated: bucket.hallucinated,
+            atomicity_assessed: bucket.atomicity_assessed,
+            atomicity_violations: bucket.non_atomic,
+            ..Totals::default()
+        });
     }
 }
 
@@ -73,9 +85,11 @@ mod tests {
         assert_eq!((t.transcriptions, t.facts, t.digests), (3, 1, 3), "wraps");
         t.add_facts(&FactBucket {
             facts: 4,
-            unassessed: 1,
+            hallucination_assessed: 3,
             hallucinated: 2,
+            atomicity_assessed: 4,
             non_atomic: 3,
+            citation_assessed: 1,
             coverage_sum: 99,
             ..FactBucket::default()
         });
@@ -84,9 +98,10 @@ mod tests {
             Totals {
                 transcriptions: 3,
                 facts: 5,
-                unassessed: 1,
+                hallucination_assessed: 3,
                 digests: 3,
                 hallucinated: 2,
+                atomicity_assessed: 4,
                 atomicity_violations: 3,
             }
         );

@@ -56,31 +56,25 @@ fn write_minutes(
 pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
     write_minutes(
         tx,
-        "INSERT INTO fact_minutes (minute, facts, hallucinated, non_atomic, coverage_sum, \
-         cove_facts, confidence_sum, rounds_sum, unassessed, seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+        "INSERT INTO fact_minutes (minute, facts, hallucination_assessed, atomicity_assessed, \
+         citation_assessed, cove_facts, hallucinated, non_atomic, coverage_sum, \
+         confidence_sum, rounds_sum, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
          ON CONFLICT (minute) DO UPDATE SET facts = facts + excluded.facts, \
-         unassessed = unassessed + excluded.unassessed, \
+         hallucination_assessed = hallucination_assessed + excluded.hallucination_assessed, \
+         atomicity_assessed = atomicity_assessed + excluded.atomicity_assessed, \
+         citation_assessed = citation_assessed + excluded.citation_assessed, \
+         cove_facts = cove_facts + excluded.cove_facts, \
          hallucinated = hallucinated + excluded.hallucinated, \
          non_atomic = non_atomic + excluded.non_atomic, \
          coverage_sum = coverage_sum + excluded.coverage_sum, \
-         cove_facts = cove_facts + excluded.cove_facts, \
          confidence_sum = confidence_sum + excluded.confidence_sum, \
          rounds_sum = rounds_sum + excluded.rounds_sum, seq = excluded.seq",
         seq,
-        d.facts.iter().map(|(minute, b)| {
-            let counts = vec![
-                b.facts,
-                b.hallucinated,
-                b.non_atomic,
-                b.coverage_sum,
-                b.cove_facts,
-                b.confidence_sum,
-                b.rounds_sum,
-                b.unassessed,
-            ];
-            (*minute, counts)
-        }),
+        // The columns are in `FactBucket::fields` order.
+        d.facts
+            .iter()
+            .map(|(minute, b)| (*minute, b.fields().to_vec())),
     )?;
     write_minutes(
         tx,
@@ -105,9 +99,10 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     for (name, delta) in [
         ("transcriptions", d.totals.transcriptions),
         ("facts", d.totals.facts),
-        ("unassessed", d.totals.unassessed),
+        ("hallucination_assessed", d.totals.hallucination_assessed),
         ("digests", d.totals.digests),
         ("hallucinated", d.totals.hallucinated),
+        ("atomicity_assessed", d.totals.atomicity_assessed),
         ("atomicity_violations", d.totals.atomicity_violations),
         ("coverage_sum", h.coverage.sum),
         ("confidence_sum", h.confidence.sum),
@@ -192,7 +187,7 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     Ok(())
 }
 
-/// The rows of `sql` stamped after `since`: a minute, then up to eight counts that `bucket`
+/// The rows of `sql` stamped after `since`: a minute, then up to ten counts that `bucket`
 /// turns into the minute's bucket.
 fn read_minutes<B>(
     tx: &Transaction<'_>,
@@ -203,7 +198,7 @@ fn read_minutes<B>(
     let mut stmt = tx.prepare_cached(sql)?;
     let columns = stmt.column_count();
     stmt.query_map([since], |r| {
-        let mut values = [0u64; 9];
+        let mut values = [0u64; 1 + FactBucket::FIELDS];
         for (i, v) in values.iter_mut().enumerate().take(columns) {
             *v = to_u64(r.get(i)?);
         }
@@ -220,18 +215,14 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
 
     c.facts = read_minutes(
         tx,
-        "SELECT minute, facts, hallucinated, non_atomic, coverage_sum, cove_facts, \
-         confidence_sum, rounds_sum, unassessed FROM fact_minutes WHERE seq > ?1",
+        "SELECT minute, facts, hallucination_assessed, atomicity_assessed, citation_assessed, \
+         cove_facts, hallucinated, non_atomic, coverage_sum, confidence_sum, rounds_sum \
+         FROM fact_minutes WHERE seq > ?1",
         since,
-        |v| FactBucket {
-            facts: v[0],
-            unassessed: v[7],
-            hallucinated: v[1],
-            non_atomic: v[2],
-            coverage_sum: v[3],
-            cove_facts: v[4],
-            confidence_sum: v[5],
-            rounds_sum: v[6],
+        |v| {
+            let mut fields = [0; FactBucket::FIELDS];
+            fields.copy_from_slice(v);
+            FactBucket::from_fields(fields)
         },
     )?;
     c.retention = read_minutes(
@@ -253,7 +244,8 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
         match r.get_ref(0)?.as_str()? {
             "transcriptions" => t.transcriptions = value,
             "facts" => t.facts = value,
-            "unassessed" => t.unassessed = value,
+            "hallucination_assessed" => t.hallucination_assessed = value,
+            "atomicity_assessed" => t.atomicity_assessed = value,
             "digests" => t.digests = value,
             "hallucinated" => t.hallucinated = value,
             "atomicity_violations" => t.atomicity_violations = value,
@@ -391,7 +383,10 @@ mod tests {
             .expect("valid");
         let mut d = Delta::default();
         d.add_facts(100, &FactBucket::of(&fact));
-        d.add_facts(101, &FactBucket::unassessed(None));
+        d.add_facts(
+            101,
+            &FactBucket::of(&crate::event::Fact::unassessed().atomic(false)),
+        );
         d.histograms.observe(&fact);
         d.totals.transcriptions = 4;
         d.totals.digests = 1;

@@ -723,6 +723,34 @@ mod tests {
     }
 
     #[test]
+    fn the_config_builds_the_recorder_on_its_store_with_the_declared_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = ServeArgs {
+            store: Some(dir.path().join("m.db")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(args, &[]).expect("valid");
+        assert_eq!(
+            config.stale_lock_after,
+            RecorderBuilder::DEFAULT_STALE_LOCK_AFTER
+        );
+        let recorder = config.recorder().expect("built");
+        let tables: Vec<_> = recorder
+            .snapshot()
+            .retention_by_table
+            .iter()
+            .map(|(label, runs)| (label.clone(), runs.operations))
+            .collect();
+        let declared = RETENTION_TABLES.map(|t| {
+            let name = reflexio_otel::Name::new(t).expect("valid");
+            (reflexio_otel::TableLabel::Table(name), 0)
+        });
+        assert_eq!(tables, declared);
+        assert!(recorder.store_health().is_some_and(|h| h.is_healthy()));
+        recorder.shutdown().expect("closed");
+    }
+
+    #[test]
     fn sizes_parse_with_units() {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));

@@ -15,7 +15,7 @@ pub const EMPTY_WINDOW_VALUE: f64 = 0.0;
 /// An additive window bucket: every field is a count or a sum, added and subtracted wrapping.
 pub(crate) trait Bucket: Copy + Default + PartialEq {
     /// Applies `op` field by field.
-    fn zip(&mut self, other: &Self, op: fn(u64, u64) -> u64);
+    fn zip(&mut self, other: &Self, op: impl Fn(u64, u64) -> u64);
 
     #[inline]
     fn add(&mut self, other: &Self) {
@@ -119,7 +119,7 @@ fn mean(sum: u64, count: u64, scale: u64) -> f64 {
 
 impl Bucket for FactBucket {
     #[inline]
-    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+    fn zip(&mut self, o: &Self, op: impl Fn(u64, u64) -> u64) {
         self.facts = op(self.facts, o.facts);
         self.unassessed = op(self.unassessed, o.unassessed);
         self.hallucinated = op(self.hallucinated, o.hallucinated);
@@ -155,7 +155,7 @@ impl RetentionBucket {
 
 impl Bucket for RetentionBucket {
     #[inline]
-    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+    fn zip(&mut self, o: &Self, op: impl Fn(u64, u64) -> u64) {
         self.operations = op(self.operations, o.operations);
         self.deleted_records = op(self.deleted_records, o.deleted_records);
         self.errors = op(self.errors, o.errors);

@@ -198,7 +198,7 @@ fn read_minutes<B>(
     tx: &Transaction<'_>,
     sql: &str,
     since: i64,
-    bucket: fn(&[u64]) -> B,
+    bucket: impl Fn(&[u64]) -> B,
 ) -> rusqlite::Result<Vec<(u64, B)>> {
     let mut stmt = tx.prepare_cached(sql)?;
     let columns = stmt.column_count();

@@ -40,6 +40,8 @@ fn nanos_since_epoch(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The engine of one recorder: shared by its handles, the upkeep thread, the store writer (as
+/// its `Source`) and the OpenTelemetry callbacks (as their `SnapshotSource`).
 pub(crate) struct Engine {
     clock: Arc<dyn Clock>,
     max_future_skew: Duration,

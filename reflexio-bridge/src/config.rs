@@ -986,6 +986,189 @@ mod tests {
     }
 
     #[test]
+    fn otlp_transport_settings_follow_the_opentelemetry_variables() {
+        let push = |vars: &[(&str, &str)]| {
+            resolve(ServeArgs::default(), vars)
+                .expect("valid")
+                .otlp
+                .expect("push")
+        };
+        let grpc = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        let base = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"), grpc[0]];
+        let otlp = push(&base);
+        // host:port over gRPC is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+        assert_eq!(otlp.endpoint, "https://collector:4317");
+        assert!(otlp.secure());
+        assert_eq!(
+            (otlp.compression, otlp.timeout),
+            (Compression::None, DEFAULT_OTLP_TIMEOUT)
+        );
+        let otlp = push(&[
+            base[0],
+            base[1],
+            ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]);
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(
+            otlp.compression,
+            Compression::None,
+            "the metrics variable wins"
+        );
+        assert_eq!(otlp.timeout, Duration::from_millis(2500));
+        let otlp = push(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "Cumulative",
+            ),
+        ]);
+        assert_eq!(otlp.compression, Compression::Gzip);
+        assert!(otlp.tls.is_empty());
+
+        // OTEL_SDK_DISABLED turns the push off; the other settings are still checked.
+        let c = resolve(
+            ServeArgs::default(),
+            &[base[0], base[1], ("OTEL_SDK_DISABLED", "true")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none() && c.otlp_disabled);
+        assert!(
+            resolve(
+                ServeArgs::default(),
+                &[
+                    base[0],
+                    ("OTEL_SDK_DISABLED", "true"),
+                    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+                ],
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn otlp_certificates_are_read_and_checked_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert =
+            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf-8").to_owned()
+        };
+        let (ca, client, client_key, junk) = (
+            write("ca.pem", cert),
+            write("client.pem", cert),
+            write("client-key.pem", key),
+            write("junk.pem", "not a certificate\n"),
+        );
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318");
+        let otlp = resolve(
+            ServeArgs::default(),
+            &[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk),
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &ca),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &client_key),
+            ],
+        )
+        .expect("valid")
+        .otlp
+        .expect("push");
+        assert_eq!(
+            otlp.tls.ca.as_ref().map(|c| c.pem.as_slice()),
+            Some(cert.as_bytes())
+        );
+        let (c, k) = otlp.tls.client.as_ref().expect("client certificate");
+        assert_eq!(
+            (c.pem.as_slice(), k.pem.as_slice()),
+            (cert.as_bytes(), key.as_bytes())
+        );
+        assert!(
+            !format!("{otlp:?}").contains("PRIVATE KEY"),
+            "a key in Debug"
+        );
+
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk)],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+                ],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): cannot read",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client)],
+                "invalid --otlp-client-certificate (in OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE): \
+                 a client certificate needs its private key",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca),
+                ],
+                "invalid --otlp-client-key (in OTEL_EXPORTER_OTLP_CLIENT_KEY): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=`delta`",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0")],
+                "invalid the OTLP timeout (in OTEL_EXPORTER_OTLP_METRICS_TIMEOUT)",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+                "invalid --otlp-compression (in OTEL_EXPORTER_OTLP_COMPRESSION): `zstd`",
+            ),
+            (
+                vec![endpoint, ("OTEL_SDK_DISABLED", "1")],
+                "invalid OTEL_SDK_DISABLED",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_INSECURE",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")],
+                "invalid --otlp-endpoint (in OTEL_EXPORTER_OTLP_ENDPOINT)",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = resolve(ServeArgs::default(), &vars).expect_err(expected);
+            assert!(
+                err.0.starts_with(expected),
+                "{err} does not start with {expected}"
+            );
+        }
+        // Without an endpoint nothing OTLP is read: no push, nothing to refuse.
+        let c = resolve(
+            ServeArgs::default(),
+            &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none());
+    }
+
+    #[test]
     fn sizes_parse_with_units() {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));

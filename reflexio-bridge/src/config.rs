@@ -1052,8 +1052,7 @@ mod tests {
     #[test]
     fn otlp_certificates_are_read_and_checked_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cert =
-            "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
         let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);

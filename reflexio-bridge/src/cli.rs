@@ -70,7 +70,8 @@ impl From<ImportArgs> for ServeArgs {
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
     /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
-    /// otlp_endpoint, otlp_protocol, otlp_interval, legacy_db, lock_dir, legacy_tz,
+    /// otlp_endpoint, otlp_protocol, otlp_interval, otlp_compression, otlp_certificate,
+    /// otlp_client_certificate, otlp_client_key, legacy_db, lock_dir, legacy_tz,
     /// legacy_poll_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
@@ -128,9 +129,30 @@ pub(crate) struct ServeArgs {
     /// Time between OTLP pushes [default: 15s; env: OTEL_METRIC_EXPORT_INTERVAL, in ms]. The
     /// push timeout is OTEL_EXPORTER_OTLP_TIMEOUT (default 10s); headers come from
     /// OTEL_EXPORTER_OTLP_HEADERS, the resource from OTEL_SERVICE_NAME and
-    /// OTEL_RESOURCE_ATTRIBUTES.
+    /// OTEL_RESOURCE_ATTRIBUTES. OTEL_SDK_DISABLED=true turns the push off.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) otlp_interval: Option<Duration>,
+
+    /// Compress OTLP pushes: gzip or none [default: none; env:
+    /// OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION].
+    #[arg(long, value_name = "ALGORITHM")]
+    pub(crate) otlp_compression: Option<String>,
+
+    /// PEM file of the CA certificates that verify an https:// collector, instead of the
+    /// system's [env: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate (chain) the bridge shows an https:// collector that
+    /// asks for one (mTLS); needs --otlp-client-key [env:
+    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_client_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key [env:
+    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY, OTEL_EXPORTER_OTLP_CLIENT_KEY].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_client_key: Option<PathBuf>,
 
     /// Follow an existing Reflexio deployment's SQLite database: read-only, reading only new
     /// rows each poll. The first poll backfills its last 7 days.

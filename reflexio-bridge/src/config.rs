@@ -39,13 +39,70 @@ impl Protocol {
     }
 }
 
-/// Where OTLP pushes go.
+/// How OTLP pushes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+}
+
+impl Compression {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// A PEM file read at start: its path, for messages, and what it holds. `Debug` shows the path
+/// only (a private key is never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PemFile {
+    pub(crate) path: PathBuf,
+    pub(crate) pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PemFile({})", self.path.display())
+    }
+}
+
+/// TLS settings for an `https://` collector. Empty: the system's CA certificates, no client
+/// certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tls {
+    /// The CA certificates that verify the collector, instead of the system's.
+    pub(crate) ca: Option<PemFile>,
+    /// The client certificate (chain) and its private key, for collectors that ask for one.
+    pub(crate) client: Option<(PemFile, PemFile)>,
+}
+
+impl Tls {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
+}
+
+/// Where OTLP pushes go, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Otlp {
-    /// The full URL: for http/protobuf, including `/v1/metrics`.
+    /// The full URL, `http://` or `https://`: for http/protobuf, including `/v1/metrics`.
     pub(crate) endpoint: String,
     pub(crate) protocol: Protocol,
     pub(crate) interval: Duration,
+    /// How long one push may take.
+    pub(crate) timeout: Duration,
+    pub(crate) compression: Compression,
+    pub(crate) tls: Tls,
+}
+
+impl Otlp {
+    /// Whether the push goes over TLS.
+    pub(crate) fn secure(&self) -> bool {
+        self.endpoint.starts_with("https://")
+    }
 }
 
 /// The bearer token. Never printed.
@@ -77,6 +134,8 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) stale_lock_after: Duration,
     pub(crate) otlp: Option<Otlp>,
+    /// `OTEL_SDK_DISABLED=true`: no push, whatever else is set.
+    pub(crate) otlp_disabled: bool,
     /// What to follow of an existing deployment, if anything.
     pub(crate) legacy: Option<LegacySettings>,
 }
@@ -97,6 +156,10 @@ struct FileSettings {
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
     otlp_interval: Option<String>,
+    otlp_compression: Option<String>,
+    otlp_certificate: Option<PathBuf>,
+    otlp_client_certificate: Option<PathBuf>,
+    otlp_client_key: Option<PathBuf>,
     legacy_db: Option<PathBuf>,
     lock_dir: Option<PathBuf>,
     legacy_tz: Option<String>,
@@ -240,6 +303,8 @@ impl Config {
         };
         let fp = file_path.as_path();
         let otlp = Self::otlp(&args, &file, fp, &env)?;
+        let otlp_disabled = env_bool("OTEL_SDK_DISABLED", &env)?.unwrap_or(false);
+        let otlp = otlp.filter(|_| !otlp_disabled);
         let legacy = Self::legacy(&args, &file, fp)?;
 
         let listen = match (args.listen, file.listen) {
@@ -318,6 +383,7 @@ impl Config {
             body_limit,
             stale_lock_after,
             otlp,
+            otlp_disabled,
             legacy,
         })
     }
@@ -443,6 +509,17 @@ impl Config {
                 None => return Ok(None),
             },
         };
+        let endpoint = match (protocol, endpoint.contains("://")) {
+            // gRPC takes `host:port`: TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+            (Protocol::Grpc, false) if !endpoint.is_empty() => {
+                let insecure = env_bool("OTEL_EXPORTER_OTLP_METRICS_INSECURE", env)?
+                    .or(env_bool("OTEL_EXPORTER_OTLP_INSECURE", env)?)
+                    .unwrap_or(false);
+                let scheme = if insecure { "http" } else { "https" };
+                format!("{scheme}://{endpoint}")
+            }
+            _ => endpoint,
+        };
         let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
         if !scheme_ok || endpoint.len() <= "https://".len() {
             return Err(invalid(
@@ -457,11 +534,204 @@ impl Config {
             }
             _ => endpoint,
         };
+
+        let timeout = match pick(
+            None::<String>,
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ],
+            env,
+            None,
+            fp,
+        ) {
+            Some((ms, source)) => positive_millis(&ms).ok_or_else(|| {
+                invalid(
+                    "the OTLP timeout",
+                    source,
+                    format!("`{ms}` is not a positive number of milliseconds"),
+                )
+            })?,
+            None => DEFAULT_OTLP_TIMEOUT,
+        };
+        let compression = match pick(
+            args.otlp_compression.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ],
+            env,
+            file.otlp_compression.clone(),
+            fp,
+        ) {
+            None => Compression::None,
+            Some((c, source)) => match c.to_ascii_lowercase().as_str() {
+                "gzip" => Compression::Gzip,
+                "none" => Compression::None,
+                _ => {
+                    return Err(invalid(
+                        "--otlp-compression",
+                        source,
+                        format!("`{c}`; use gzip or none"),
+                    ));
+                }
+            },
+        };
+        check_temporality(env)?;
+        let tls = Self::otlp_tls(args, file, fp, env)?;
         Ok(Some(Otlp {
             endpoint,
             protocol,
             interval,
+            timeout,
+            compression,
+            tls,
         }))
+    }
+
+    /// The CA and client certificate files, read and checked now.
+    fn otlp_tls(
+        args: &ServeArgs,
+        file: &FileSettings,
+        fp: &Path,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Tls, UsageError> {
+        let read = |flag: &str, (path, source): (PathBuf, Source<'_>), kind: PemKind| {
+            read_pem(&path, kind).map_err(|e| invalid(flag, source, e))
+        };
+        let ca = pick(
+            args.otlp_certificate.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ],
+            env,
+            file.otlp_certificate.clone(),
+            fp,
+        )
+        .map(|v| read("--otlp-certificate", v, PemKind::Certificates))
+        .transpose()?;
+        let cert = pick(
+            args.otlp_client_certificate.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ],
+            env,
+            file.otlp_client_certificate.clone(),
+            fp,
+        );
+        let key = pick(
+            args.otlp_client_key.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ],
+            env,
+            file.otlp_client_key.clone(),
+            fp,
+        );
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some((_, source)), None) => {
+                return Err(invalid(
+                    "--otlp-client-certificate",
+                    source,
+                    "a client certificate needs its private key (--otlp-client-key, \
+                     OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                ));
+            }
+            (None, Some((_, source))) => {
+                return Err(invalid(
+                    "--otlp-client-key",
+                    source,
+                    "a private key needs its client certificate (--otlp-client-certificate, \
+                     OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)",
+                ));
+            }
+            (Some(cert), Some(key)) => Some((
+                read("--otlp-client-certificate", cert, PemKind::Certificates)?,
+                read("--otlp-client-key", key, PemKind::PrivateKey)?,
+            )),
+        };
+        Ok(Tls { ca, client })
+    }
+}
+
+const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn positive_millis(ms: &str) -> Option<Duration> {
+    ms.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// A boolean OpenTelemetry variable: `true` or `false` in any case; unset or empty is `None`.
+fn env_bool(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<bool>, UsageError> {
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(UsageError(format!(
+            "invalid {var}: `{v}`; use true or false"
+        ))),
+    }
+}
+
+/// The push is cumulative, always. Counters continue from the store across restarts, and the
+/// SDK gives every series the process's start as its start time (an exporter cannot change
+/// it: `ResourceMetrics` is read-only), so the first delta after a restart would be the whole
+/// lifetime total.
+fn check_temporality(env: &impl Fn(&str) -> Option<String>) -> Result<(), UsageError> {
+    const VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+    let Some(value) = env(VAR).filter(|v| !v.trim().is_empty()) else {
+        return Ok(());
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "cumulative" => Ok(()),
+        "delta" | "lowmemory" => Err(UsageError(format!(
+            "invalid {VAR}=`{value}`: the bridge pushes cumulative temporality only. Its \
+             counters continue from the store across restarts, so the first delta after a \
+             restart would be the whole lifetime total; unset it or set it to cumulative"
+        ))),
+        _ => Err(UsageError(format!(
+            "invalid {VAR}: `{value}`; the bridge pushes cumulative temporality only"
+        ))),
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Debug, Clone, Copy)]
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a PEM file and checks that it holds what it must.
+fn read_pem(path: &Path, kind: PemKind) -> Result<PemFile, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let problem = match kind {
+        PemKind::Certificates => {
+            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if certs.is_empty() => Some("holds no PEM certificate".to_owned()),
+                Ok(_) => None,
+                Err(e) => Some(format!("is not a PEM certificate file: {e}")),
+            }
+        }
+        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(&pem)
+            .err()
+            .map(|e| format!("holds no PEM private key: {e}")),
+    };
+    match problem {
+        Some(problem) => Err(format!("{} {problem}", path.display())),
+        None => Ok(PemFile {
+            path: path.to_owned(),
+            pem,
+        }),
     }
 }
 
@@ -748,6 +1018,188 @@ mod tests {
         assert_eq!(tables, declared);
         assert!(recorder.store_health().is_some_and(|h| h.is_healthy()));
         recorder.shutdown().expect("closed");
+    }
+
+    #[test]
+    fn otlp_transport_settings_follow_the_opentelemetry_variables() {
+        let push = |vars: &[(&str, &str)]| {
+            resolve(ServeArgs::default(), vars)
+                .expect("valid")
+                .otlp
+                .expect("push")
+        };
+        let grpc = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        let base = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"), grpc[0]];
+        let otlp = push(&base);
+        // host:port over gRPC is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+        assert_eq!(otlp.endpoint, "https://collector:4317");
+        assert!(otlp.secure());
+        assert_eq!(
+            (otlp.compression, otlp.timeout),
+            (Compression::None, DEFAULT_OTLP_TIMEOUT)
+        );
+        let otlp = push(&[
+            base[0],
+            base[1],
+            ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]);
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(
+            otlp.compression,
+            Compression::None,
+            "the metrics variable wins"
+        );
+        assert_eq!(otlp.timeout, Duration::from_millis(2500));
+        let otlp = push(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "Cumulative",
+            ),
+        ]);
+        assert_eq!(otlp.compression, Compression::Gzip);
+        assert!(otlp.tls.is_empty());
+
+        // OTEL_SDK_DISABLED turns the push off; the other settings are still checked.
+        let c = resolve(
+            ServeArgs::default(),
+            &[base[0], base[1], ("OTEL_SDK_DISABLED", "true")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none() && c.otlp_disabled);
+        assert!(
+            resolve(
+                ServeArgs::default(),
+                &[
+                    base[0],
+                    ("OTEL_SDK_DISABLED", "true"),
+                    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+                ],
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn otlp_certificates_are_read_and_checked_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf-8").to_owned()
+        };
+        let (ca, client, client_key, junk) = (
+            write("ca.pem", cert),
+            write("client.pem", cert),
+            write("client-key.pem", key),
+            write("junk.pem", "not a certificate\n"),
+        );
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318");
+        let otlp = resolve(
+            ServeArgs::default(),
+            &[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk),
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &ca),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &client_key),
+            ],
+        )
+        .expect("valid")
+        .otlp
+        .expect("push");
+        assert_eq!(
+            otlp.tls.ca.as_ref().map(|c| c.pem.as_slice()),
+            Some(cert.as_bytes())
+        );
+        let (c, k) = otlp.tls.client.as_ref().expect("client certificate");
+        assert_eq!(
+            (c.pem.as_slice(), k.pem.as_slice()),
+            (cert.as_bytes(), key.as_bytes())
+        );
+        assert!(
+            !format!("{otlp:?}").contains("PRIVATE KEY"),
+            "a key in Debug"
+        );
+
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk)],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+                ],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): cannot read",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client)],
+                "invalid --otlp-client-certificate (in OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE): \
+                 a client certificate needs its private key",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca),
+                ],
+                "invalid --otlp-client-key (in OTEL_EXPORTER_OTLP_CLIENT_KEY): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=`delta`",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0")],
+                "invalid the OTLP timeout (in OTEL_EXPORTER_OTLP_METRICS_TIMEOUT)",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+                "invalid --otlp-compression (in OTEL_EXPORTER_OTLP_COMPRESSION): `zstd`",
+            ),
+            (
+                vec![endpoint, ("OTEL_SDK_DISABLED", "1")],
+                "invalid OTEL_SDK_DISABLED",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_INSECURE",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")],
+                "invalid --otlp-endpoint (in OTEL_EXPORTER_OTLP_ENDPOINT)",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = resolve(ServeArgs::default(), &vars).expect_err(expected);
+            assert!(
+                err.0.starts_with(expected),
+                "{err} does not start with {expected}"
+            );
+        }
+        // Without an endpoint nothing OTLP is read: no push, nothing to refuse.
+        let c = resolve(
+            ServeArgs::default(),
+            &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none());
     }
 
     #[test]

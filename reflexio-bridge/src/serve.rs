@@ -12,12 +12,13 @@ use std::sync::Arc;
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(args, |var| std::env::var(var).ok())?;
     log_settings(&config);
-    // Built before any async runtime starts: the OTLP/HTTP client blocks.
-    let telemetry = Telemetry::new(config.otlp.as_ref())?;
     let recorder = config.recorder()?;
     if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
         tracing::error!(error = %e, "serving from memory until the store can be written");
     }
+    // Built before any async runtime starts: the OTLP/HTTP client blocks. The recorder's store
+    // keeps the bridge's service.instance.id.
+    let telemetry = Telemetry::new(config.otlp.as_ref(), &recorder)?;
     recorder.register(&telemetry.meter());
     let demo = if config.demo {
         Some(demo::Demo::start(recorder.clone())?)
@@ -75,11 +76,29 @@ fn log_settings(config: &Config) {
     );
     tracing::info!(stale_lock_after = %humantime::format_duration(config.stale_lock_after), "stale lock threshold");
     match &config.otlp {
-        Some(o) => tracing::info!(
-            endpoint = %o.endpoint,
-            protocol = o.protocol.as_str(),
-            interval = %humantime::format_duration(o.interval),
-            "OTLP push"
+        Some(o) => {
+            tracing::info!(
+                endpoint = %o.endpoint,
+                protocol = o.protocol.as_str(),
+                interval = %humantime::format_duration(o.interval),
+                timeout = %humantime::format_duration(o.timeout),
+                compression = o.compression.as_str(),
+                "OTLP push"
+            );
+            match (&o.tls.ca, &o.tls.client) {
+                _ if !o.secure() && !o.tls.is_empty() => {
+                    tracing::warn!("OTLP certificate settings unused: the endpoint is not https://")
+                }
+                _ if !o.secure() => {}
+                (ca, client) => tracing::info!(
+                    ca = %ca.as_ref().map_or("the system's".into(), |c| c.path.display().to_string()),
+                    client_certificate = %client.as_ref().map_or("none".into(), |(c, _)| c.path.display().to_string()),
+                    "OTLP over TLS"
+                ),
+            }
+        }
+        None if config.otlp_disabled => tracing::info!(
+            "OTLP push off (OTEL_SDK_DISABLED=true); /metrics/prometheus serves as usual"
         ),
         None => tracing::info!("OTLP push off (no endpoint configured)"),
     }

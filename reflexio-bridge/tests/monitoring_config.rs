@@ -328,7 +328,7 @@ fn the_dashboard_uses_the_current_model_and_the_sla_thresholds() {
         .iter()
         .filter_map(|v| v["name"].as_str())
         .collect();
-    assert_eq!(variables, BTreeSet::from(["datasource", "instance"]));
+    assert_eq!(variables, BTreeSet::from(["datasource", "job", "instance"]));
     for p in panels.iter().filter(|p| p["type"] != "row") {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
         for t in p["targets"].as_array().expect("targets") {
@@ -336,8 +336,8 @@ fn the_dashboard_uses_the_current_model_and_the_sla_thresholds() {
             let expr = t["expr"].as_str().expect("expr");
             if expr.starts_with("reflexio_") && !expr.starts_with("reflexio:") {
                 assert!(
-                    expr.contains("$instance"),
-                    "{}: {expr} ignores $instance",
+                    expr.contains("$instance") && expr.contains("job=~\"$job\""),
+                    "{}: {expr} ignores $job or $instance",
                     p["title"]
                 );
             }
@@ -436,6 +436,24 @@ fn the_collector_configuration_is_complete() {
         }
     }
     assert!(!c["exporters"]["prometheus"]["endpoint"].is_badvalue());
+    // The current schema: the collector's own metrics through a pull reader on the port
+    // Prometheus' otel-collector job scrapes (the old `address` key is rejected since 0.128),
+    // and no `batch` processor (being removed).
+    let telemetry = &c["service"]["telemetry"]["metrics"];
+    assert!(telemetry["address"].is_badvalue(), "deprecated address key");
+    let reader = &telemetry["readers"][0]["pull"]["exporter"]["prometheus"];
+    assert_eq!(reader["host"].as_str(), Some("0.0.0.0"));
+    assert_eq!(reader["port"].as_i64(), Some(8888));
+    assert!(c["processors"]["batch"].is_badvalue());
+    let compose = yaml("docker-compose.monitoring.yml");
+    let image = compose["services"]["otel-collector"]["image"]
+        .as_str()
+        .expect("image");
+    let minor: u32 = image
+        .rsplit_once(":0.")
+        .and_then(|(_, v)| v.split('.').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{image} is not a 0.x release"));
+    assert!(minor >= 128, "{image} predates the readers schema");
 }
 
 #[test]

@@ -215,6 +215,7 @@ fn webhook() -> (
 /// Grafana's variables, as the dashboard would fill them in.
 fn grafana_expr(expr: &str) -> String {
     expr.replace("$instance", ".*")
+        .replace("$job", ".*")
         .replace("$__rate_interval", "1m")
         .replace("$__interval", "15s")
 }

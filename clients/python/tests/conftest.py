@@ -18,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 SRC = ROOT / "clients" / "python" / "src"
+# The tests exercise the source tree; test_packaging checks the installed distribution.
+sys.path.insert(0, str(SRC))
 
 
 def _binary() -> Path:

@@ -294,6 +294,8 @@ class Client:
         ``timeout`` seconds (None: no limit). With a spool, that is every row of the spool up to
         now, whichever process recorded it. True if everything was delivered in time."""
         sender = self._sender
+        if self._closed:
+            return self._memory.lost == 0
         if sender is None:
             return self._spool is None or self._spool.pending() == 0
         memory_mark = self._memory.mark()

@@ -15,7 +15,7 @@ import numbers
 import operator
 import re
 import time as _time
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 #: The longest table, lock, holder or host name, in UTF-8 bytes.
 MAX_NAME_BYTES = 128
@@ -120,7 +120,7 @@ def check_cove(value: object) -> Tuple[float, int]:
     elif isinstance(value, tuple) and len(value) == 2:
         confidence, rounds = value
     elif hasattr(value, "confidence") and hasattr(value, "rounds"):
-        confidence, rounds = value.confidence, value.rounds  # type: ignore[attr-defined]
+        confidence, rounds = value.confidence, value.rounds
     else:
         raise InvalidEvent("cove", f"{value!r} is not a CoVe result (confidence, rounds)")
     return (
@@ -168,7 +168,7 @@ LOCK_ACQUIRED = 4
 LOCK_RELEASED = 5
 COVE_CONFIG = 6
 
-_stamp_cache: list = [None, ""]
+_stamp_cache: List[Any] = [None, ""]
 
 
 def format_time(us: int) -> str:

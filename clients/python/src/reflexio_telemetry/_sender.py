@@ -25,6 +25,7 @@ import time
 from typing import Any, List, Optional
 
 from ._backlog import Batch, MemoryQueue, log
+from ._spool import Spool
 from ._transport import Reply, Transport
 
 #: The first retry delay, doubled at each further attempt up to ``max_backoff``.
@@ -38,7 +39,7 @@ FAILURE_LOG_INTERVAL = 60.0
 def backoff(attempt: int, cap: float, rng: random.Random) -> float:
     """Exponential backoff with jitter: between half and all of ``0.1 s * 2^(attempt-1)``."""
     base = min(cap, BACKOFF_START * (2 ** min(attempt - 1, 30)))
-    return base * rng.uniform(0.5, 1.0)
+    return float(base) * rng.uniform(0.5, 1.0)
 
 
 def retryable(status: int) -> bool:
@@ -50,7 +51,7 @@ class Sender:
         self,
         transport: Transport,
         memory: MemoryQueue,
-        spool: Any,
+        spool: Optional[Spool],
         batch_size: int,
         flush_interval: float,
         max_backoff: float,
@@ -174,13 +175,13 @@ class Sender:
             if status == 202:
                 self._delivered(b, reply)
                 attempt = 0
-            elif status == 400 and reply.index is not None and 0 <= reply.index < len(b):
+            elif status == 400 and reply.event_index is not None and 0 <= reply.event_index < len(b):
                 self._refused_event(b, reply)
-                todo.insert(0, b.source.reject(b, reply.index))
+                todo.insert(0, b.source.reject(b, reply.event_index))
             elif status == 413 and len(b) > 1:
                 log.info("a batch of %d events is too large for the bridge; splitting it", len(b))
                 todo[0:0] = list(b.source.split(b))
-            elif status in (400, 415) and reply.compressed and reply.index is None:
+            elif status in (400, 415) and reply.compressed and reply.event_index is None:
                 # A bridge that predates compressed bodies: 415, or 400 for an unreadable body.
                 log.warning(
                     "the bridge does not take compressed bodies (HTTP %d: %s); sending them "
@@ -243,13 +244,13 @@ class Sender:
                 self._abort.wait(0.2 * (attempt + 1))
 
     def _refused_event(self, b: Batch, reply: Reply) -> None:
-        assert reply.index is not None
+        assert reply.event_index is not None
         self.rejected += 1
         log.error(
             "the bridge refused an event (%s: %s); it is dropped: %s",
             reply.field,
             reply.error,
-            b.lines[reply.index][:300],
+            b.lines[reply.event_index][:300],
         )
 
     def _refused_batch(self, b: Batch, reply: Reply) -> None:

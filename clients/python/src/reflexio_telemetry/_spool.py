@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS counters (
 INSERT OR IGNORE INTO counters(name, value) VALUES ('dropped', 0), ('rejected', 0);
 """
 
+_INSERT = "INSERT INTO events(body) VALUES (?)"
+
 #: A live owner renews its claim at every attempt; a claim older than this is taken over.
 DEFAULT_LEASE = 300.0
 
@@ -127,27 +129,28 @@ class Spool:
         """Commits one event before returning; drops the oldest rows past the bound."""
         with self._lock:
             con = self._con
+            # One statement, its own transaction; the bound is checked against the new row id
+            # (ids only grow), and the oldest unclaimed rows past it go in a second transaction.
+            rid = con.execute(_INSERT, (line,)).lastrowid or 0
+            floor = rid - self.max_events
+            if floor < self._pruned_below:
+                return
             con.execute("BEGIN IMMEDIATE")
             try:
-                rid = con.execute("INSERT INTO events(body) VALUES (?)", (line,)).lastrowid
-                floor = (rid or 0) - self.max_events
-                dropped = 0
-                if floor >= self._pruned_below:
-                    dropped = con.execute(
-                        "DELETE FROM events WHERE batch IS NULL AND id <= ?", (floor,)
-                    ).rowcount
-                    if dropped:
-                        con.execute(
-                            "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
-                            (dropped,),
-                        )
+                dropped = con.execute(
+                    "DELETE FROM events WHERE batch IS NULL AND id <= ?", (floor,)
+                ).rowcount
+                if dropped:
+                    con.execute(
+                        "UPDATE counters SET value = value + ? WHERE name = 'dropped'",
+                        (dropped,),
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
-            if floor >= self._pruned_below:
-                self._pruned_below = floor + 1
+            self._pruned_below = floor + 1
             if dropped:
                 self._drops.note(self.counter("dropped"))
 
@@ -326,10 +329,12 @@ class Spool:
         """Rows waiting for the bridge (with ids up to ``up_to``)."""
         with self._lock:
             if up_to is None:
-                return self._con.execute("SELECT count(*) FROM events").fetchone()[0]
-            return self._con.execute(
-                "SELECT count(*) FROM events WHERE id <= ?", (up_to,)
-            ).fetchone()[0]
+                row = self._con.execute("SELECT count(*) FROM events").fetchone()
+            else:
+                row = self._con.execute(
+                    "SELECT count(*) FROM events WHERE id <= ?", (up_to,)
+                ).fetchone()
+        return int(row[0])
 
     def counter(self, name: str) -> int:
         # Called with or without the lock held by this thread: read on a cursor of its own.

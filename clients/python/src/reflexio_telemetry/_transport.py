@@ -21,12 +21,12 @@ GZIP_MIN_BYTES = 1024
 
 class Reply(NamedTuple):
     """What the bridge answered. ``status`` 0 means no answer (connection refused, reset, timed
-    out); ``error`` then says why."""
+    out); ``error`` then says why. ``event_index`` and ``field`` locate a refused event."""
 
     status: int
     accepted: Optional[int] = None
     error: Optional[str] = None
-    index: Optional[int] = None
+    event_index: Optional[int] = None
     field: Optional[str] = None
     retry_after: Optional[float] = None
     compressed: bool = False
@@ -152,7 +152,7 @@ def _reply(status: int, data: bytes, retry_after: Optional[str]) -> Reply:
         status,
         accepted=accepted if isinstance(accepted, int) else None,
         error=error if isinstance(error, str) else str(error),
-        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
+        event_index=index if isinstance(index, int) and not isinstance(index, bool) else None,
         field=field if isinstance(field, str) else None,
         retry_after=parse_retry_after(retry_after, time.time()),
     )

@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from reflexio_telemetry._spool import Spool
 class Peer:
     """Answers POST /v1/events from a script of (status, headers, body); 202 when it runs out."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Optional[Tuple[str, str]] = None) -> None:
         self.script: List[Tuple[int, Dict[str, str], dict]] = []
         self.requests: List[Tuple[float, Dict[str, str], list]] = []
         self.rule = None  # a function of the events that may return an answer
@@ -59,7 +60,13 @@ class Peer:
                 self.wfile.write(data)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -199,6 +206,32 @@ def test_compressed_bodies_and_the_fallback_for_a_bridge_without_them(peer):
     assert encodings == ["gzip", "gzip", None]
     assert peer.keys()[2] != peer.keys()[1]
     assert client.stats().sent == 200
+
+
+def test_https_with_a_ca_file(tmp_path, monkeypatch):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    peer = Peer(tls=(str(cert), str(key)))
+    try:
+        untrusted = Client(peer.url, max_backoff=0.05)
+        monkeypatch.setenv("REFLEXIO_BRIDGE_CA_FILE", str(cert))
+        trusted = Client(peer.url)
+        try:
+            untrusted.digest()
+            assert not untrusted.flush(1)
+            assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.stats().last_error or "")
+            trusted.digest()
+            assert trusted.flush(10)
+        finally:
+            untrusted.close(0.1)
+            trusted.close(1)
+        assert len(peer.requests) == 1
+    finally:
+        peer.close()
 
 
 def test_a_batch_claimed_by_a_process_that_died_is_sent_again_with_its_key(tmp_path):

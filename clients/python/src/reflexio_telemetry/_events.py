@@ -168,36 +168,43 @@ LOCK_ACQUIRED = 4
 LOCK_RELEASED = 5
 COVE_CONFIG = 6
 
-_stamp_cache: List[Any] = [None, ""]
+class _Stamp:
+    """The formatted second of the last time formatted (times arrive in order, mostly)."""
+
+    second = -1
+    prefix = ""
 
 
 def format_time(us: int) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-24T09:30:00.000000Z``."""
-    sec, frac = divmod(us, 1_000_000)
-    cache = _stamp_cache
-    if cache[0] != sec:
+    sec = us // 1_000_000
+    stamp = _Stamp
+    if sec != stamp.second:
         prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(sec))
-        cache[1] = prefix
-        cache[0] = sec
-    return "%s.%06dZ" % (cache[1], frac)
+        stamp.prefix, stamp.second = prefix, sec
+    else:
+        prefix = stamp.prefix
+    return f"{prefix}.{us - sec * 1_000_000:06d}Z"
 
 
-_BOOL = ("false", "true")
 _dumps = json.dumps
 
 
 def _fact(r: Record) -> str:
-    parts = ['{"type":"fact","time":"', format_time(r[0]), '"']
-    if r[2] is not None:
-        parts.append(',"hallucinated":' + _BOOL[r[2]])
-    if r[3] is not None:
-        parts.append(',"atomic":' + _BOOL[r[3]])
-    if r[4] is not None:
-        parts.append(',"citation_coverage":' + repr(r[4]))
-    if r[5] is not None:
-        parts.append(',"cove":{"confidence":%r,"rounds":%d}' % r[5])
-    parts.append("}")
-    return "".join(parts)
+    s = '{"type":"fact","time":"' + format_time(r[0]) + '"'
+    h = r[2]
+    if h is not None:
+        s += ',"hallucinated":true' if h else ',"hallucinated":false'
+    a = r[3]
+    if a is not None:
+        s += ',"atomic":true' if a else ',"atomic":false'
+    c = r[4]
+    if c is not None:
+        s += ',"citation_coverage":' + repr(c)
+    cove = r[5]
+    if cove is not None:
+        s += ',"cove":{"confidence":%r,"rounds":%d}' % cove
+    return s + "}"
 
 
 def _plain(kind: str) -> Any:
@@ -212,7 +219,7 @@ def _retention(r: Record) -> str:
         format_time(r[0]),
         _dumps(r[2]),
         r[3],
-        _BOOL[r[4]],
+        ("true" if r[4] else "false"),
         "null" if r[5] is None else _dumps(r[5]),
     )
 
@@ -239,7 +246,7 @@ def _lock(kind: str) -> Any:
 def _cove_config(r: Record) -> str:
     return '{"type":"cove_config","time":"%s","enabled":%s,"threshold":%r}' % (
         format_time(r[0]),
-        _BOOL[r[2]],
+        ("true" if r[2] else "false"),
         r[3],
     )
 

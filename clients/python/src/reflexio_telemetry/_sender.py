@@ -69,7 +69,9 @@ class Sender:
         self._abort = threading.Event()
         self.sent = 0
         # Events of the in-memory queue in the batch being delivered.
-        self.in_flight = 0
+        self._current = 0
+        # The next batch, claimed and encoded while the bridge works on the current one.
+        self._prefetched: Optional[Batch] = None
         self.rejected = 0
         self.retries = 0
         self.last_error: Optional[str] = None
@@ -99,6 +101,15 @@ class Sender:
         self.transport.close()
         return drained
 
+    @property
+    def in_flight(self) -> int:
+        """Events taken from the in-memory queue and not yet settled."""
+        n = self._current
+        ahead = self._prefetched
+        if ahead is not None and ahead.source is self.memory:
+            n += len(ahead)
+        return n
+
     def transport_timeout(self) -> float:
         return float(getattr(self.transport, "_timeout", 10.0))
 
@@ -116,47 +127,54 @@ class Sender:
                     self._deliver(batch)
                 self._notify()
                 if self._abort.is_set():
+                    ahead, self._prefetched = self._prefetched, None
+                    if ahead is not None:
+                        self._safely(ahead.source.release, ahead)
                     return
-                if self._closing.is_set() and self._idle():
+                # Nothing left that this process may claim: rows other live processes claimed
+                # are theirs to send.
+                if self._closing.is_set() and not len(self.memory):
                     return
         except BaseException:  # pragma: no cover - a bug; never let the thread die silently
             log.exception("the reflexio-telemetry sender stopped")
             raise
-
-    def _idle(self) -> bool:
-        if len(self.memory):
-            return False
-        if self.spool is not None:
-            try:
-                return self.spool.pending() == 0
-            except sqlite3.Error:
-                return True
-        return True
 
     def _notify(self) -> None:
         with self.progress:
             self.progress.notify_all()
 
     def _next_batch(self) -> Optional[Batch]:
+        ahead, self._prefetched = self._prefetched, None
+        if ahead is not None:
+            return ahead
+        return self._claim(wait_on_error=True)
+
+    def _claim(self, wait_on_error: bool) -> Optional[Batch]:
         if self.spool is not None:
             try:
                 batch = self.spool.claim(self.batch_size)
             except sqlite3.Error as e:
                 self._failed(f"the spool cannot be read: {e}")
-                self._abort.wait(1.0)
+                if wait_on_error:
+                    self._abort.wait(1.0)
                 batch = None
             if batch is not None:
                 return batch
         return self.memory.claim(self.batch_size)
 
+    def _prefetch(self) -> None:
+        """Claims and encodes the next batch while the bridge commits the current one."""
+        if self._prefetched is None and not self._abort.is_set():
+            self._prefetched = self._claim(wait_on_error=False)
+
     # Delivering one batch.
 
     def _deliver(self, batch: Batch) -> None:
-        self.in_flight = len(batch) if batch.source is self.memory else 0
+        self._current = len(batch) if batch.source is self.memory else 0
         try:
             self._deliver_all(batch)
         finally:
-            self.in_flight = 0
+            self._current = 0
 
     def _deliver_all(self, batch: Batch) -> None:
         todo: List[Batch] = [batch]
@@ -170,7 +188,7 @@ class Sender:
                 for rest in [b] + todo:
                     self._safely(rest.source.release, rest)
                 return
-            reply = self.transport.post(b.body(), b.key)
+            reply = self.transport.post(b.body(), b.key, while_waiting=self._prefetch)
             status = reply.status
             if status == 202:
                 self._delivered(b, reply)

@@ -11,7 +11,7 @@ import json
 import ssl
 import time
 import urllib.parse
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from ._version import __version__
 
@@ -107,7 +107,11 @@ class Transport:
                 pass
             self._conn = None
 
-    def post(self, body: bytes, key: str) -> Reply:
+    def post(
+        self, body: bytes, key: str, while_waiting: Optional[Callable[[], None]] = None
+    ) -> Reply:
+        """Sends one batch and reads the answer; ``while_waiting`` runs once the request is
+        sent, before the answer is read (the bridge works meanwhile)."""
         headers = dict(self._headers)
         headers["Idempotency-Key"] = key
         compressed = self.compress and len(body) >= GZIP_MIN_BYTES
@@ -119,6 +123,8 @@ class Transport:
             conn = self._connection()
             try:
                 conn.request("POST", self._path, body=body, headers=headers)
+                if while_waiting is not None:
+                    while_waiting()
                 response = conn.getresponse()
                 data = response.read()
             except (OSError, http.client.HTTPException) as e:

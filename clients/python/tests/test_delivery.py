@@ -353,3 +353,24 @@ assert client.flush(20), client.stats()
     assert done.returncode == 0, done.stderr
     m = bridge.scrape({"Authorization": "Bearer env-token-0123456789"})
     assert m["reflexio_digests_total"] == 1
+
+
+def test_a_spool_that_cannot_be_written_keeps_events_in_memory(bridge, tmp_path, monkeypatch,
+                                                                caplog):
+    from reflexio_telemetry import _spool
+
+    monkeypatch.setattr(_spool, "BUSY_TIMEOUT", 0.05)
+    path = tmp_path / "spool.db"
+    client = Client(bridge.url, spool_path=path, flush_interval=3600)
+    other = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        client.digest()
+        client.digest()
+        assert "keeping events in memory" in caplog.text
+        other.execute("ROLLBACK")
+        assert client.flush(20)
+    finally:
+        other.close()
+        client.close(1)
+    assert bridge.value("reflexio_digests_total") == 2

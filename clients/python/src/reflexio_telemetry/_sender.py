@@ -189,42 +189,54 @@ class Sender:
                     self._safely(rest.source.release, rest)
                 return
             reply = self.transport.post(b.body(), b.key, while_waiting=self._prefetch)
-            status = reply.status
-            if status == 202:
-                self._delivered(b, reply)
-                attempt = 0
-            elif status == 400 and reply.event_index is not None and 0 <= reply.event_index < len(b):
-                self._refused_event(b, reply)
-                todo.insert(0, b.source.reject(b, reply.event_index))
-            elif status == 413 and len(b) > 1:
-                log.info("a batch of %d events is too large for the bridge; splitting it", len(b))
-                todo[0:0] = list(b.source.split(b))
-            elif status in (400, 415) and reply.compressed and reply.event_index is None:
-                # A bridge that predates compressed bodies: 415, or 400 for an unreadable body.
-                log.warning(
-                    "the bridge does not take compressed bodies (HTTP %d: %s); sending them "
-                    "uncompressed",
-                    status,
-                    reply.error,
-                )
-                self.transport.compress = False
-                todo.insert(0, b.source.rekey(b))
-            elif not retryable(status):
-                self._refused_batch(b, reply)
-            else:
-                attempt += 1
-                self.retries += 1
-                self._failed(self._describe(reply), len(b))
-                delay = (
-                    min(reply.retry_after, MAX_RETRY_AFTER)
-                    if reply.retry_after is not None
-                    else backoff(attempt, self.max_backoff, self.rng)
-                )
-                if status == 401:
-                    delay = max(delay, self.max_backoff)
-                self._safely(b.source.renew, b)
+            try:
+                attempt = self._handle(b, reply, todo, attempt)
+            except sqlite3.Error as e:
+                # The spool could not record what the answer means: the batch stays as it was
+                # (same rows, same key) and is sent again.
+                self._failed(f"the spool cannot be updated: {e}", len(b))
                 todo.insert(0, b)
-                self._abort.wait(delay)
+                self._abort.wait(1.0)
+
+    def _handle(self, b: Batch, reply: Reply, todo: List[Batch], attempt: int) -> int:
+        """Acts on one answer; returns the attempt count for the next one."""
+        status = reply.status
+        if status == 202:
+            self._delivered(b, reply)
+            attempt = 0
+        elif status == 400 and reply.event_index is not None and 0 <= reply.event_index < len(b):
+            self._refused_event(b, reply)
+            todo.insert(0, b.source.reject(b, reply.event_index))
+        elif status == 413 and len(b) > 1:
+            log.info("a batch of %d events is too large for the bridge; splitting it", len(b))
+            todo[0:0] = list(b.source.split(b))
+        elif status in (400, 415) and reply.compressed and reply.event_index is None:
+            # A bridge that predates compressed bodies: 415, or 400 for an unreadable body.
+            log.warning(
+                "the bridge does not take compressed bodies (HTTP %d: %s); sending them "
+                "uncompressed",
+                status,
+                reply.error,
+            )
+            self.transport.compress = False
+            todo.insert(0, b.source.rekey(b))
+        elif not retryable(status):
+            self._refused_batch(b, reply)
+        else:
+            attempt += 1
+            self.retries += 1
+            self._failed(self._describe(reply), len(b))
+            delay = (
+                min(reply.retry_after, MAX_RETRY_AFTER)
+                if reply.retry_after is not None
+                else backoff(attempt, self.max_backoff, self.rng)
+            )
+            if status == 401:
+                delay = max(delay, self.max_backoff)
+            self._safely(b.source.renew, b)
+            todo.insert(0, b)
+            self._abort.wait(delay)
+        return attempt
 
     def _describe(self, reply: Reply) -> str:
         if reply.status == 0:

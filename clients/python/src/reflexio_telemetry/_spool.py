@@ -50,6 +50,9 @@ INSERT OR IGNORE INTO counters(name, value) VALUES ('dropped', 0), ('rejected', 
 
 _INSERT = "INSERT INTO events(body) VALUES (?)"
 
+#: How long a write waits for another process's write to the spool to finish.
+BUSY_TIMEOUT = 10.0
+
 #: A live owner renews its claim at every attempt; a claim older than this is taken over.
 DEFAULT_LEASE = 300.0
 
@@ -96,7 +99,7 @@ class Spool:
         self._lock = threading.Lock()
         try:
             con = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")

@@ -54,7 +54,7 @@ BAD = [
     ("retention", dict(table="facts", deleted=2**53 + 1), "deleted_records", "outside"),
     ("retention", dict(table="facts", deleted=1.0), "deleted_records", "not an integer"),
     ("retention", dict(table="facts", deleted=True), "deleted_records", "not an integer"),
-    ("retention", dict(table="facts", deleted=1, dry_run=None), "dry_run", "not a bool"),
+    ("retention", dict(table="facts", deleted=1, dry_run=0), "dry_run", "not a bool"),
     ("retention", dict(table="facts", deleted=1, error=3), "error", "not a string"),
     ("cove_config", dict(enabled=1, threshold=0.5), "enabled", "not a bool"),
     ("cove_config", dict(enabled=True, threshold=2), "threshold", "outside"),

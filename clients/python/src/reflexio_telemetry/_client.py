@@ -193,12 +193,13 @@ class Client:
         self,
         table: str,
         deleted: int,
-        dry_run: bool = False,
+        dry_run: Optional[bool] = False,
         error: Optional[str] = None,
         time: Any = None,
     ) -> None:
         """A retention run over ``table`` that deleted ``deleted`` records (0 to 2^53). A run with
-        ``error`` set failed; a ``dry_run`` deletes nothing."""
+        ``error`` set failed; a ``dry_run`` deletes nothing (``None`` is false, as on the
+        wire)."""
         now = ev.now_us()
         self._put(
             (
@@ -206,7 +207,7 @@ class Client:
                 ev.RETENTION,
                 ev.check_name("table", table),
                 ev.check_int("deleted_records", deleted, 0, ev.MAX_DELETED_RECORDS),
-                ev.check_bool("dry_run", dry_run),
+                False if dry_run is None else ev.check_bool("dry_run", dry_run),
                 None if error is None else ev.check_text("error", error),
             )
         )

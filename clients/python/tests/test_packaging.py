@@ -56,3 +56,10 @@ def test_the_package_type_checks_strictly():
     done = subprocess.run([str(mypy), "--strict", "--no-incremental", str(SRC / "reflexio_telemetry")],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_syntax_is_python_3_9():
+    import ast
+
+    for path in sorted((SRC / "reflexio_telemetry").glob("*.py")):
+        ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))

@@ -8,6 +8,7 @@ import gzip
 import http.server
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -209,6 +210,8 @@ def test_compressed_bodies_and_the_fallback_for_a_bridge_without_them(peer):
 
 
 def test_https_with_a_ca_file(tmp_path, monkeypatch):
+    if shutil.which("openssl") is None:
+        pytest.fail("this test needs the openssl command (apt-get install openssl)", pytrace=False)
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     made = subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",

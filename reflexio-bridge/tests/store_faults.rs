@@ -1,6 +1,6 @@
-//! The real binary when its store goes away or is damaged while it runs: ingest is refused with
+//! The real binary when its store goes away or is damaged while it runs (ingest is refused with
 //! 503, `/readyz` says why, nothing acknowledged is lost, and it recovers once the store is
-//! usable again.
+//! usable again), and when junk fills its lock table.
 
 mod common;
 
@@ -145,4 +145,35 @@ fn damage_to_the_store_of_a_running_bridge_makes_it_not_ready() {
     assert_eq!(bridge.post(batch(2), json, None).0, 202);
     assert!(bridge.terminate().success());
     assert_eq!(stored_facts(&store), 1442);
+}
+
+#[test]
+fn junk_locks_filling_the_table_never_make_real_events_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&["--store", store.to_str().expect("path")]);
+    let json = "application/json";
+    let junk: Vec<Value> = (0..1024)
+        .map(|i| json!({"type": "lock_acquired", "name": format!("junk{i:04}"), "holder": "x"}))
+        .collect();
+    assert_eq!(
+        bridge.post(Value::Array(junk).to_string(), json, None).0,
+        202
+    );
+    let real = json!([
+        fact(false, 0.97),
+        {"type": "lock_acquired", "name": "daily_digest", "holder": "worker-1", "pid": 4242}
+    ]);
+    let (status, body) = bridge.post(real.to_string(), json, None);
+    assert_eq!(status, 202, "{body}");
+    let late = json!([
+        fact(true, 0.97),
+        {"type": "lock_released", "name": "junk0000", "holder": "x"}
+    ]);
+    let (status, body) = bridge.post(late.to_string(), json, None);
+    assert_eq!(status, 202, "a late release of an evicted lock: {body}");
+    let s = bridge.scrape();
+    assert_eq!(s["reflexio_facts_total"], 2.0);
+    assert_eq!(s["reflexio_active_locks"], 1024.0);
+    assert_eq!(s["reflexio_evicted_locks_total"], 1.0);
 }

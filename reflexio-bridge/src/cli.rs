@@ -72,7 +72,7 @@ pub(crate) struct ServeArgs {
     /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
     /// otlp_endpoint, otlp_protocol, otlp_interval, otlp_compression, otlp_certificate,
     /// otlp_client_certificate, otlp_client_key, legacy_db, lock_dir, legacy_tz,
-    /// legacy_poll_interval).
+    /// legacy_poll_interval, evict_locks_after, integrity_check_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -172,6 +172,17 @@ pub(crate) struct ServeArgs {
     /// Time between polls of --legacy-db and --lock-dir [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_LEGACY_POLL_INTERVAL")]
     pub(crate) legacy_poll_interval: Option<Duration>,
+
+    /// How long a lock whose holder is not known to be alive (no pid and host, another host,
+    /// or a process of this host that is gone) is kept before it is evicted [default: 24 times
+    /// --stale-lock-after].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_EVICT_LOCKS_AFTER")]
+    pub(crate) evict_locks_after: Option<Duration>,
+
+    /// How often the store's file is checked for damage (SQLite's quick_check, off the ingest
+    /// path) [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_INTEGRITY_CHECK_INTERVAL")]
+    pub(crate) integrity_check_interval: Option<Duration>,
 }
 
 /// Parses a duration such as `15s`, `500ms` or `1h`, longer than zero (flags, environment and the

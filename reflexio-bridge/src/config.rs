@@ -138,6 +138,9 @@ pub(crate) struct Config {
     pub(crate) otlp_disabled: bool,
     /// What to follow of an existing deployment, if anything.
     pub(crate) legacy: Option<LegacySettings>,
+    /// `None`: the recorder's default, a multiple of `stale_lock_after`.
+    pub(crate) evict_locks_after: Option<Duration>,
+    pub(crate) integrity_check_interval: Duration,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -164,6 +167,8 @@ struct FileSettings {
     lock_dir: Option<PathBuf>,
     legacy_tz: Option<String>,
     legacy_poll_interval: Option<String>,
+    evict_locks_after: Option<String>,
+    integrity_check_interval: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -192,6 +197,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 const DEFAULT_STORE: &str = "reflexio-metrics.db";
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 const MAX_BODY_LIMIT: usize = 1024 * 1024 * 1024;
+const DEFAULT_INTEGRITY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The tables Reflexio's retention jobs clean.
 pub(crate) const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
@@ -280,14 +286,21 @@ where
 impl Config {
     /// The recorder on the configured store: what `serve` and `import` both write through.
     pub(crate) fn recorder(&self) -> anyhow::Result<Recorder> {
-        Ok(Recorder::builder()
+        let mut builder = Recorder::builder()
             // The tables Reflexio's retention jobs clean: their series exist before any run, so
             // alerts see even the first failed one.
             .tables(RETENTION_TABLES)?
             .stale_lock_after(self.stale_lock_after)
             .max_future_skew(legacy::MAX_AHEAD)
-            .store(StoreOptions::new(&self.store).flush_interval(self.flush_interval))
-            .build())
+            .store(
+                StoreOptions::new(&self.store)
+                    .flush_interval(self.flush_interval)
+                    .integrity_check_interval(self.integrity_check_interval),
+            );
+        if let Some(after) = self.evict_locks_after {
+            builder = builder.evict_locks_after(after);
+        }
+        Ok(builder.build())
     }
 
     /// Merges `args` (flags, and the environment variables clap reads) with the OpenTelemetry
@@ -332,6 +345,15 @@ impl Config {
             Some(d) => d,
             None => file_duration(file.stale_lock_after, "stale_lock_after")?
                 .unwrap_or(RecorderBuilder::DEFAULT_STALE_LOCK_AFTER),
+        };
+        let evict_locks_after = match args.evict_locks_after {
+            Some(d) => Some(d),
+            None => file_duration(file.evict_locks_after, "evict_locks_after")?,
+        };
+        let integrity_check_interval = match args.integrity_check_interval {
+            Some(d) => d,
+            None => file_duration(file.integrity_check_interval, "integrity_check_interval")?
+                .unwrap_or(DEFAULT_INTEGRITY_CHECK_INTERVAL),
         };
         let demo = args.demo || file.demo.unwrap_or(false);
         let public_metrics = args.public_metrics || file.public_metrics.unwrap_or(false);
@@ -385,6 +407,8 @@ impl Config {
             otlp,
             otlp_disabled,
             legacy,
+            evict_locks_after,
+            integrity_check_interval,
         })
     }
 
@@ -966,6 +990,55 @@ mod tests {
         assert_eq!(
             (legacy.db, legacy.poll_interval),
             (None, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn lock_eviction_and_integrity_check_settings_come_from_flags_or_the_file() {
+        let c = resolve(ServeArgs::default(), &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (None, Duration::from_secs(60)),
+            "the recorder's default eviction age, a check a minute"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            "evict_locks_after = \"6h\"\nintegrity_check_interval = \"10m\"\n",
+        )
+        .expect("write");
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let c = resolve(from_file.clone(), &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (
+                Some(Duration::from_secs(6 * 3600)),
+                Duration::from_secs(600)
+            )
+        );
+        let flags = ServeArgs {
+            evict_locks_after: Some(Duration::from_secs(60)),
+            integrity_check_interval: Some(Duration::from_secs(5)),
+            ..from_file
+        };
+        let c = resolve(flags, &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (Some(Duration::from_secs(60)), Duration::from_secs(5))
+        );
+        std::fs::write(&file, "integrity_check_interval = \"often\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let err = resolve(args, &[]).expect_err("invalid");
+        assert!(
+            err.0.contains("invalid integrity_check_interval (in "),
+            "{err}"
         );
     }
 

@@ -139,6 +139,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .map(|d| d.as_secs_f64());
     let store = json!({
         "path": health.path.display().to_string(),
+        "kind": health.last_error.as_ref().map(|e| e.kind().as_str()),
         "last_flush_unix_seconds": last_flush,
         "flushes": health.flushes,
     });

@@ -9,7 +9,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often a plain progress line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(1);
@@ -96,7 +96,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new(backlog);
     let started = Instant::now();
     let mut totals: BTreeMap<Table, Counts> = BTreeMap::new();
-    let result = follower.poll(SystemTime::now(), &mut |table, counts| {
+    let result = follower.poll(recorder.now(), &mut |table, counts| {
         totals.entry(table).or_default().add(counts);
         progress.advance(table, counts.advanced);
     });

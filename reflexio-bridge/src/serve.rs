@@ -75,6 +75,15 @@ fn log_settings(config: &Config) {
         "largest accepted ingest body, in bytes"
     );
     tracing::info!(stale_lock_after = %humantime::format_duration(config.stale_lock_after), "stale lock threshold");
+    match config.evict_locks_after {
+        Some(after) => {
+            tracing::info!(evict_locks_after = %humantime::format_duration(after), "locks of holders not known to be alive are evicted after")
+        }
+        None => tracing::info!(
+            "locks of holders not known to be alive are evicted after 24 times the stale lock threshold"
+        ),
+    }
+    tracing::info!(integrity_check_interval = %humantime::format_duration(config.integrity_check_interval), "store integrity check interval");
     match &config.otlp {
         Some(o) => {
             tracing::info!(

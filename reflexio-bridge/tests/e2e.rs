@@ -625,6 +625,8 @@ fn help_lists_every_setting() {
         "--body-limit",
         "--flush-interval",
         "--stale-lock-after",
+        "--evict-locks-after",
+        "--integrity-check-interval",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_SERVICE_NAME",
         "OTEL_RESOURCE_ATTRIBUTES",

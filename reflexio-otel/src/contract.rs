@@ -390,6 +390,16 @@ spec!(
 );
 
 spec!(
+    EVICTED_LOCKS,
+    "reflexio_evicted_locks",
+    "reflexio_evicted_locks_total",
+    Counter,
+    "{lock}",
+    [],
+    "Locks evicted: held past the eviction age (default 24 times the stale threshold), or held longest when the lock table was full, by a holder not known to be alive."
+);
+
+spec!(
     CLOCK_BACKWARD_JUMPS,
     "reflexio_clock_backward_jumps",
     "reflexio_clock_backward_jumps_total",
@@ -433,7 +443,7 @@ spec!(
     Counter,
     "{flush}",
     [KIND_LABEL],
-    "Failed flushes (or failed attempts to open the store), by kind of error."
+    "Failed flushes (or failed attempts to open or check the store), by kind of error."
 );
 
 spec!(
@@ -478,7 +488,7 @@ spec!(
 pub const OUTCOME_LABEL: &str = "outcome";
 
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
-/// `incompatible`, `io` or `other`.
+/// `incompatible`, `io`, `gone` or `other`.
 pub const KIND_LABEL: &str = "kind";
 
 /// The label naming what the bridge reads of an existing deployment: one of its tables
@@ -562,6 +572,7 @@ pub const ALL: &[MetricSpec] = &[
     CLOCK_BACKWARD_JUMPS,
     ASSESSED_FACTS,
     ASSESSED_FACTS_24H,
+    EVICTED_LOCKS,
 ];
 
 /// The metrics `reflexio-bridge` exports besides a recorder's.

@@ -4,6 +4,7 @@
 //! (ratios and means) with the empty-window policy.
 
 use crate::event::{CoveResult, FRACTION_SCALE, Fact, RetentionRun};
+use crate::model::count::{self, MAX_COUNT};
 
 /// The value a ratio or mean reports over a window with no samples.
 ///
@@ -12,19 +13,27 @@ use crate::event::{CoveResult, FRACTION_SCALE, Fact, RetentionRun};
 /// too, which tells "no data" apart from "perfect".
 pub const EMPTY_WINDOW_VALUE: f64 = 0.0;
 
-/// An additive window bucket: every field is a count or a sum, added and subtracted wrapping.
+/// An additive window bucket: every field is a count or a sum, added by the rule of
+/// `model::count` (stopping at [`MAX_COUNT`]) and subtracted stopping at 0.
 pub(crate) trait Bucket: Copy + Default + PartialEq {
     /// Applies `op` field by field.
     fn zip(&mut self, other: &Self, op: impl Fn(u64, u64) -> u64);
 
     #[inline]
     fn add(&mut self, other: &Self) {
-        self.zip(other, u64::wrapping_add);
+        self.zip(other, count::add);
     }
 
     #[inline]
     fn sub(&mut self, other: &Self) {
-        self.zip(other, u64::wrapping_sub);
+        self.zip(other, count::sub);
+    }
+
+    /// Whether any field stopped at [`MAX_COUNT`] (its real sum may be larger).
+    fn is_saturated(&self) -> bool {
+        let mut at_max = *self;
+        at_max.zip(&Self::default(), |v, _| u64::from(v >= MAX_COUNT));
+        at_max != Self::default()
     }
 }
 
@@ -85,7 +94,7 @@ impl FactBucket {
 
     /// Facts whose quality is known: the sample count of the ratios and means.
     pub fn assessed(&self) -> u64 {
-        self.facts.wrapping_sub(self.unassessed)
+        count::sub(self.facts, self.unassessed)
     }
 
     /// Hallucinated facts / assessed facts.
@@ -147,7 +156,7 @@ impl RetentionBucket {
     pub(crate) fn of(run: &RetentionRun) -> Self {
         Self {
             operations: 1,
-            deleted_records: run.counted_deletions(),
+            deleted_records: count::clamp(run.counted_deletions()),
             errors: u64::from(run.error.is_some()),
         }
     }

@@ -3,6 +3,7 @@
 
 use crate::event::Name;
 use crate::model::bucket::FactBucket;
+use crate::model::count;
 
 /// Cumulative counts since the recorder's history began.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -22,26 +23,29 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds `t`, wrapping like every counter.
+    /// Adds `t`, by the rule of every count (`model::count`).
     pub(crate) fn add(&mut self, t: &Totals) {
-        self.transcriptions = self.transcriptions.wrapping_add(t.transcriptions);
-        self.facts = self.facts.wrapping_add(t.facts);
-        self.unassessed = self.unassessed.wrapping_add(t.unassessed);
-        self.digests = self.digests.wrapping_add(t.digests);
-        self.hallucinated = self.hallucinated.wrapping_add(t.hallucinated);
-        self.atomicity_violations = self
-            .atomicity_violations
-            .wrapping_add(t.atomicity_violations);
+        self.transcriptions = count::add(self.transcriptions, t.transcriptions);
+        self.facts = count::add(self.facts, t.facts);
+        self.unassessed = count::add(self.unassessed, t.unassessed);
+        self.digests = count::add(self.digests, t.digests);
+        self.hallucinated = count::add(self.hallucinated, t.hallucinated);
+        self.atomicity_violations = count::add(self.atomicity_violations, t.atomicity_violations);
     }
 
     /// Adds the fact counts of a minute's bucket.
     pub(crate) fn add_facts(&mut self, bucket: &FactBucket) {
-        self.facts = self.facts.wrapping_add(bucket.facts);
-        self.unassessed = self.unassessed.wrapping_add(bucket.unassessed);
-        self.hallucinated = self.hallucinated.wrapping_add(bucket.hallucinated);
-        self.atomicity_violations = self.atomicity_violations.wrapping_add(bucket.non_atomic);
+        self.facts = count::add(self.facts, bucket.facts);
+        self.unassessed = count::add(self.unassessed, bucket.unassessed);
+        self.hallucinated = count::add(self.hallucinated, bucket.hallucinated);
+        self.atomicity_violations = count::add(self.atomicity_violations, bucket.non_atomic);
     }
 }
+
+/// Table names the state and the store keep at most; runs over further tables count in the
+/// overflow series (and the store's overflow row). Bounds memory and the store whatever names
+/// arrive.
+pub(crate) const KEPT_TABLES: usize = 1024;
 
 /// The `table` label of a retention series: a table name, or the overflow series that collects
 /// tables past the cardinality limit.
@@ -70,7 +74,11 @@ mod tests {
             digests: 3,
             ..Totals::default()
         });
-        assert_eq!((t.transcriptions, t.facts, t.digests), (3, 1, 3), "wraps");
+        assert_eq!(
+            (t.transcriptions, t.facts, t.digests),
+            (3, count::MAX_COUNT, 3),
+            "stops at the limit"
+        );
         t.add_facts(&FactBucket {
             facts: 4,
             unassessed: 1,
@@ -83,7 +91,7 @@ mod tests {
             t,
             Totals {
                 transcriptions: 3,
-                facts: 5,
+                facts: count::MAX_COUNT,
                 unassessed: 1,
                 digests: 3,
                 hallucinated: 2,

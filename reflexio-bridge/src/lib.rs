@@ -9,17 +9,24 @@
 //! - `import`: the `import` command, a one-shot backfill from an existing deployment;
 //! - `telemetry`: the meter provider, with the Prometheus exporter and the OTLP push;
 //! - `http`: the endpoints;
+//! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
+//!   the log;
+//! - `answer`: the JSON body of every error;
 //! - `ingest`: the wire format of events;
+//! - `limits`: process limits (the file size limit);
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload.
 
+mod answer;
 mod cli;
 mod config;
 mod demo;
 mod http;
+mod http_layer;
 mod import;
 mod ingest;
 pub mod legacy;
+mod limits;
 mod serve;
 mod telemetry;
 
@@ -53,11 +60,15 @@ pub fn run() -> ExitCode {
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .finish()
+        .with(http_layer::QuietActix)
         .init();
 }

@@ -424,6 +424,12 @@ mod tests {
                 "more than one Host",
             ),
             (b"GARBAGE\r\n\r\n", "malformed"),
+            (b"GET / HTTP/1.1\r\n\r\n", "needs a Host"),
+            (b"POST / HTTP/1.0\r\n\r\n", "needs a Content-Length"),
+            (
+                b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
+                "not allowed in an HTTP/1.0",
+            ),
         ] {
             let why = diagnose(head).unwrap_or_default();
             assert!(why.contains(expected), "{why} lacks {expected}");
@@ -434,7 +440,7 @@ mod tests {
         let long = format!("GET /{} HTTP/1.1\r\n", "u".repeat(SAMPLE));
         assert!(diagnose(&long.as_bytes()[..SAMPLE]).is_some_and(|w| w.contains("URL")));
         assert_eq!(
-            diagnose(b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\n"),
+            diagnose(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 2\r\n\r\n"),
             None
         );
         assert_eq!(diagnose(b"POST / HTT"), None);

@@ -267,17 +267,30 @@ fn format_of(req: &HttpRequest) -> Result<Format, Refusal> {
 }
 
 /// Reads the body as its bytes arrive (memory follows what was received, not what the
-/// Content-Length declares), refusing it as soon as it passes `limit`.
+/// Content-Length declares), refusing it as soon as it passes `limit`. The chunks are kept as
+/// they come and joined once at the end.
 async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Refusal> {
-    let mut body = web::BytesMut::new();
+    let mut chunks = Vec::new();
+    let mut received = 0;
     while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
         let chunk = chunk.map_err(|e| Refusal::Unreadable(unreadable(&e)))?;
-        if body.len() + chunk.len() > limit {
+        received += chunk.len();
+        if received > limit {
             return Err(Refusal::TooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok(body.freeze())
+    Ok(match chunks.as_slice() {
+        [] => web::Bytes::new(),
+        [one] => one.clone(),
+        _ => {
+            let mut body = web::BytesMut::with_capacity(received);
+            for chunk in &chunks {
+                body.extend_from_slice(chunk);
+            }
+            body.freeze()
+        }
+    })
 }
 
 /// Why a body could not be read, in the client's terms.

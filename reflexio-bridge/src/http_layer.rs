@@ -40,22 +40,27 @@ const REFUSALS: [(&[u8], u16); 3] = [
 ];
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
-/// Where an answer of actix-http's own starts in `buf`, and its status.
+/// Where an answer of actix-http's own starts in `buf`, and its status. Every write passes
+/// here, so it is one vectorised search for the empty body, then a look at the status line
+/// before it.
 fn find_refusal(buf: &[u8]) -> Option<(usize, u16)> {
-    let mut from = 0;
-    while let Some(i) = find(&buf[from..], b"HTTP/1.") {
-        let at = from + i;
-        if let Some(rest) = buf.get(at + "HTTP/1.x".len()..) {
-            for (pattern, status) in REFUSALS {
-                if rest.starts_with(pattern) {
-                    return Some((at, status));
-                }
+    const EMPTY: &[u8] = b"\r\ncontent-length: 0\r\n";
+    for hit in memchr::memmem::find_iter(buf, EMPTY) {
+        for (pattern, status) in REFUSALS {
+            // `HTTP/1.x`, the status, then the empty body found at `hit`.
+            let status_len = pattern.len() - EMPTY.len();
+            let Some(at) = hit.checked_sub("HTTP/1.x".len() + status_len) else {
+                continue;
+            };
+            if buf[at..].starts_with(b"HTTP/1.")
+                && buf[at + "HTTP/1.x".len()..].starts_with(pattern)
+            {
+                return Some((at, status));
             }
         }
-        from = at + 1;
     }
     None
 }
@@ -251,6 +256,27 @@ impl<T> Connection<T> {
     }
 }
 
+impl<T> Connection<T> {
+    /// Keeps the head of the request being read, up to its blank line (the body is of no use
+    /// to say what was wrong) and at most [`SAMPLE`] bytes.
+    fn sample_head(&mut self, read: &[u8]) {
+        const END: &[u8] = b"\r\n\r\n";
+        // The blank line may straddle what was kept and what was read.
+        let kept = &self.sample[self.sample.len().saturating_sub(END.len() - 1)..];
+        let mut joint = [0u8; 2 * (END.len() - 1)];
+        let first = read.len().min(END.len() - 1);
+        joint[..kept.len()].copy_from_slice(kept);
+        joint[kept.len()..kept.len() + first].copy_from_slice(&read[..first]);
+        let end = match find(&joint[..kept.len() + first], END) {
+            Some(at) => Some(at + END.len() - kept.len()),
+            None => find(read, END).map(|at| at + END.len()),
+        };
+        let take = end.unwrap_or(read.len()).min(SAMPLE - self.sample.len());
+        self.sample.extend_from_slice(&read[..take]);
+        self.sample_done = end.is_some() || self.sample.len() == SAMPLE;
+    }
+}
+
 impl<T: AsyncWrite + Unpin> Connection<T> {
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending_at < self.pending.len() {
@@ -287,11 +313,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Connection<T> {
                 this.sample.shrink_to(1024);
             }
             if !this.sample_done {
-                let room = SAMPLE - this.sample.len();
-                let from = this.sample.len().saturating_sub(3);
-                this.sample.extend_from_slice(&read[..read.len().min(room)]);
-                this.sample_done = this.sample.len() == SAMPLE
-                    || find(&this.sample[from..], b"\r\n\r\n").is_some();
+                this.sample_head(read);
             }
         }
         Poll::Ready(Ok(()))
@@ -476,6 +498,26 @@ mod tests {
         }
         assert!(refusals.refused(400, "x", None, t0 + LOG_EVERY));
         assert_eq!(stats.malformed_requests(), 101);
+    }
+
+    #[test]
+    fn the_sample_is_the_head_however_it_is_split() {
+        let head = b"POST / HTTP/1.1\r\nhost: h\r\n\r\n";
+        let request = [&head[..], b"[{\"type\":\"digest\"}]"].concat();
+        let refusals = Arc::new(Refusals::new(Arc::new(Stats::default())));
+        for cut in 1..request.len() {
+            let mut conn = Connection::new((), None, Arc::clone(&refusals));
+            conn.sample_head(&request[..cut]);
+            if !conn.sample_done {
+                conn.sample_head(&request[cut..]);
+            }
+            assert_eq!(conn.sample, head, "cut at {cut}");
+            assert!(conn.sample_done);
+        }
+        let mut conn = Connection::new((), None, refusals);
+        conn.sample_head(&vec![b'u'; 2 * SAMPLE]);
+        assert_eq!(conn.sample.len(), SAMPLE);
+        assert!(conn.sample_done);
     }
 
     #[tokio::test]

@@ -225,20 +225,19 @@ impl Wire {
                 Event::Retention(run)
             }
             "lock_acquired" | "lock_released" => {
-                let lock_name = name("name", self.name)?;
-                let holder = name("holder", self.holder)?;
-                let mut lock = LockEvent::new(lock_name.as_str(), holder.as_str())
-                    .map_err(|e| BadEvent::at(i, e.field(), e.problem()))?;
+                let mut lock = LockEvent {
+                    name: name("name", self.name)?,
+                    holder: name("holder", self.holder)?,
+                    pid: None,
+                    host: self
+                        .host
+                        .map(|h| Name::new(&h))
+                        .transpose()
+                        .map_err(value("host"))?,
+                };
                 if let Some(pid) = self.pid {
-                    lock = lock
-                        .with_pid(pid)
-                        .map_err(|e| BadEvent::at(i, e.field(), e.problem()))?;
+                    lock = lock.with_pid(pid).map_err(value("pid"))?;
                 }
-                lock.host = self
-                    .host
-                    .map(|h| Name::new(&h))
-                    .transpose()
-                    .map_err(value("host"))?;
                 if *kind == "lock_acquired" {
                     Event::LockAcquired(lock)
                 } else {

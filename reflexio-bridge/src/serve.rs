@@ -181,8 +181,6 @@ async fn serve(
                 let refusals = Arc::clone(&refusals);
                 async move {
                     let peer = io.peer_addr().ok();
-                    // Only a latency setting: a connection that refuses it still works.
-                    let _ = io.set_nodelay(true);
                     Ok::<_, actix_http::error::DispatchError>((
                         Connection::new(io, peer, refusals),
                         peer,

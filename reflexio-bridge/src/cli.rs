@@ -69,10 +69,10 @@ impl From<ImportArgs> for ServeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
-    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
-    /// otlp_endpoint, otlp_protocol, otlp_interval, otlp_compression, otlp_certificate,
-    /// otlp_client_certificate, otlp_client_key, legacy_db, lock_dir, legacy_tz,
-    /// legacy_poll_interval, evict_locks_after, integrity_check_interval).
+    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
+    /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
+    /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
+    /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -110,6 +110,16 @@ pub(crate) struct ServeArgs {
     /// Largest accepted request body, such as 1MiB, 512KiB or 100000 [default: 1MiB].
     #[arg(long, value_name = "SIZE", env = "REFLEXIO_BRIDGE_BODY_LIMIT")]
     pub(crate) body_limit: Option<String>,
+
+    /// How long an ingest body may take to arrive once the bridge starts reading it; a slower
+    /// one is answered 408 and nothing of it is recorded [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_BODY_TIMEOUT")]
+    pub(crate) body_timeout: Option<Duration>,
+
+    /// How many ingest bodies may be read and recorded at once; a request finding none free
+    /// is answered 503 with Retry-After at once [default: 32].
+    #[arg(long, value_name = "N", env = "REFLEXIO_BRIDGE_MAX_INGEST_BODIES")]
+    pub(crate) max_ingest_bodies: Option<String>,
 
     /// How long a process lock may be held before it counts as stale [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_STALE_LOCK_AFTER")]

@@ -132,6 +132,8 @@ pub(crate) struct Config {
     pub(crate) public_metrics: bool,
     pub(crate) insecure_no_auth: bool,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_ingest_bodies: usize,
     pub(crate) stale_lock_after: Duration,
     pub(crate) otlp: Option<Otlp>,
     /// `OTEL_SDK_DISABLED=true`: no push, whatever else is set.
@@ -141,6 +143,8 @@ pub(crate) struct Config {
     /// `None`: the recorder's default, a multiple of `stale_lock_after`.
     pub(crate) evict_locks_after: Option<Duration>,
     pub(crate) integrity_check_interval: Duration,
+    /// Settings that work but should be changed, to log at start.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -155,6 +159,8 @@ struct FileSettings {
     public_metrics: Option<bool>,
     insecure_no_auth: Option<bool>,
     body_limit: Option<toml::Value>,
+    body_timeout: Option<String>,
+    max_ingest_bodies: Option<toml::Value>,
     stale_lock_after: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
@@ -201,6 +207,20 @@ const DEFAULT_INTEGRITY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The tables Reflexio's retention jobs clean.
 pub(crate) const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_INGEST_BODIES: usize = 32;
+const MAX_MAX_INGEST_BODIES: usize = 65_536;
+/// Shorter tokens are warned about at start.
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
+
+/// Parses the number of ingest bodies read at once: 1 to 65536.
+fn parse_bodies(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_MAX_INGEST_BODIES).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a number from 1 to {MAX_MAX_INGEST_BODIES}"))
+}
 
 /// Parses `512KiB`, `1MiB`, `2MB` or a plain number of bytes.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
@@ -233,7 +253,8 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-fn read_token(path: &Path) -> Result<Token, String> {
+/// Reads the token, and says what is weak about it: a file other users can read, a short token.
+fn read_token(path: &Path) -> Result<(Token, Vec<String>), String> {
     let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = raw.trim_ascii();
     if token.is_empty() {
@@ -245,7 +266,30 @@ fn read_token(path: &Path) -> Result<Token, String> {
             path.display()
         ));
     }
-    Ok(Token(token.into()))
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o004 != 0 {
+            warnings.push(format!(
+                "the token file {} is readable by every user (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        warnings.push(format!(
+            "the token in {} is {} bytes, shorter than {MIN_TOKEN_LEN} bytes: use a long random \
+             one (openssl rand -hex 32)",
+            path.display(),
+            token.len()
+        ));
+    }
+    Ok((Token(token.into()), warnings))
 }
 
 /// A time zone by its IANA name (`Europe/Berlin`, `UTC`).
@@ -378,14 +422,36 @@ impl Config {
             (None, None) => DEFAULT_BODY_LIMIT,
         };
 
-        let token = match (&args.auth_token_file, &file.auth_token_file) {
-            (Some(path), _) => {
-                Some(read_token(path).map_err(|e| invalid("--auth-token-file", Source::Flag, e))?)
+        let body_timeout = match args.body_timeout {
+            Some(d) => d,
+            None => {
+                file_duration(file.body_timeout, "body_timeout")?.unwrap_or(DEFAULT_BODY_TIMEOUT)
             }
-            (None, Some(path)) => Some(
-                read_token(path).map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
-            ),
-            (None, None) => None,
+        };
+        let max_ingest_bodies = match (args.max_ingest_bodies, file.max_ingest_bodies) {
+            (Some(s), _) => {
+                parse_bodies(&s).map_err(|e| invalid("--max-ingest-bodies", Source::Flag, e))?
+            }
+            (None, Some(toml::Value::Integer(n))) => parse_bodies(&n.to_string())
+                .map_err(|e| invalid("max_ingest_bodies", Source::File(fp), e))?,
+            (None, Some(other)) => {
+                return Err(invalid(
+                    "max_ingest_bodies",
+                    Source::File(fp),
+                    format!("expected a number, got {other}"),
+                ));
+            }
+            (None, None) => DEFAULT_MAX_INGEST_BODIES,
+        };
+
+        let (token, warnings) = match (&args.auth_token_file, &file.auth_token_file) {
+            (Some(path), _) => read_token(path)
+                .map(|(t, w)| (Some(t), w))
+                .map_err(|e| invalid("--auth-token-file", Source::Flag, e))?,
+            (None, Some(path)) => read_token(path)
+                .map(|(t, w)| (Some(t), w))
+                .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
+            (None, None) => (None, Vec::new()),
         };
         if !listen.ip().is_loopback() && token.is_none() && !insecure_no_auth {
             return Err(UsageError(format!(
@@ -403,12 +469,15 @@ impl Config {
             public_metrics,
             insecure_no_auth,
             body_limit,
+            body_timeout,
+            max_ingest_bodies,
             stale_lock_after,
             otlp,
             otlp_disabled,
             legacy,
             evict_locks_after,
             integrity_check_interval,
+            warnings,
         })
     }
 
@@ -782,6 +851,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.store, PathBuf::from("reflexio-metrics.db"));
         assert_eq!(c.body_limit, 1 << 20);
+        assert_eq!(c.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_ingest_bodies, 32);
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert!(c.otlp.is_none() && c.token.is_none() && !c.demo);
     }
@@ -793,7 +864,8 @@ mod tests {
         std::fs::write(
             &file,
             "otlp_endpoint = \"http://file:4318\"\notlp_protocol = \"grpc\"\n\
-             otlp_interval = \"30s\"\nbody_limit = \"2MiB\"\ndemo = true\nstore = \"file.db\"\n",
+             otlp_interval = \"30s\"\nbody_limit = \"2MiB\"\ndemo = true\nstore = \"file.db\"\n\
+             body_timeout = \"2s\"\nmax_ingest_bodies = 8\n",
         )
         .expect("write");
         let from_file = ServeArgs {
@@ -806,6 +878,8 @@ mod tests {
         assert_eq!(otlp.protocol, Protocol::Grpc);
         assert_eq!(otlp.interval, Duration::from_secs(30));
         assert_eq!(c.body_limit, 2 << 20);
+        assert_eq!(c.body_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_ingest_bodies, 8);
         assert!(c.demo);
         assert_eq!(c.store, PathBuf::from("file.db"));
 
@@ -888,6 +962,22 @@ mod tests {
             ),
             (
                 ServeArgs {
+                    max_ingest_bodies: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid --max-ingest-bodies (on the command line): `0` is not a number from 1",
+            ),
+            (
+                ServeArgs {
+                    max_ingest_bodies: Some("many".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid --max-ingest-bodies",
+            ),
+            (
+                ServeArgs {
                     listen: Some("0.0.0.0:8000".parse().expect("addr")),
                     ..Default::default()
                 },
@@ -923,6 +1013,15 @@ mod tests {
                 "invalid flush_interval (in ",
             ),
             ("colour = \"blue\"\n", "unknown field `colour`"),
+            ("body_timeout = \"0s\"\n", "invalid body_timeout (in "),
+            (
+                "max_ingest_bodies = \"8\"\n",
+                "invalid max_ingest_bodies (in ",
+            ),
+            (
+                "max_ingest_bodies = 100000\n",
+                "invalid max_ingest_bodies (in ",
+            ),
             (
                 "legacy_db = \"x.db\"\nlegacy_tz = \"Nowhere/City\"\n",
                 "invalid legacy_tz (in ",
@@ -1273,6 +1372,31 @@ mod tests {
         )
         .expect("valid");
         assert!(c.otlp.is_none());
+    }
+
+    #[test]
+    fn weak_tokens_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let warnings = |text: &str, mode: u32| {
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let args = ServeArgs {
+                auth_token_file: Some(path.clone()),
+                ..Default::default()
+            };
+            resolve(args, &[]).expect("valid").warnings
+        };
+        assert!(warnings(&"k".repeat(MIN_TOKEN_LEN), 0o600).is_empty());
+        let w = warnings("short\n", 0o600);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("5 bytes, shorter than 16"), "{w:?}");
+        assert!(!w[0].contains("short\n"), "the token is in {w:?}");
+        let w = warnings(&"k".repeat(32), 0o644);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("readable by every user (mode 644)"), "{w:?}");
+        assert_eq!(warnings("short", 0o604).len(), 2);
     }
 
     #[test]

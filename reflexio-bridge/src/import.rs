@@ -85,6 +85,8 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
             UsageError("import needs --legacy-db PATH: the application's database".into()).into(),
         );
     };
+    // A write past the file size limit must fail with an error, not kill the import.
+    crate::limits::watch_file_size_signal()?;
     let recorder = config.recorder()?;
     if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
         anyhow::bail!("cannot import into the store: {e}");

@@ -9,18 +9,25 @@
 //! - `import`: the `import` command, a one-shot backfill from an existing deployment;
 //! - `telemetry`: the meter provider, with the Prometheus exporter and the OTLP push;
 //! - `http`: the endpoints;
+//! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
+//!   the log;
+//! - `answer`: the JSON body of every error;
 //! - `ingest`: the wire format of events;
+//! - `limits`: process limits (the file size limit);
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload;
 //! - `worker`: the background thread that `demo` and the legacy poller run in.
 
+mod answer;
 mod cli;
 mod config;
 mod demo;
 mod http;
+mod http_layer;
 mod import;
 mod ingest;
 pub mod legacy;
+mod limits;
 mod serve;
 mod telemetry;
 mod worker;
@@ -69,6 +76,8 @@ impl<C: reflexio_otel::Clock> tracing_subscriber::fmt::time::FormatTime for LogT
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_new(&rust_log)
         .ok()
@@ -84,6 +93,8 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .finish()
+        .with(http_layer::QuietActix)
         .init();
 }
 

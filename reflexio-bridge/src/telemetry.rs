@@ -34,16 +34,22 @@ pub(crate) enum Outcome {
     TooLarge,
     UnsupportedMediaType,
     Unavailable,
+    /// The body did not arrive within the body timeout.
+    TimedOut,
+    /// Too many bodies were being read at once.
+    Overloaded,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Accepted,
         Outcome::Invalid,
         Outcome::Unauthorized,
         Outcome::TooLarge,
         Outcome::UnsupportedMediaType,
         Outcome::Unavailable,
+        Outcome::TimedOut,
+        Outcome::Overloaded,
     ];
 
     fn as_str(self) -> &'static str {
@@ -54,6 +60,8 @@ impl Outcome {
             Outcome::TooLarge => "too_large",
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::Unavailable => "unavailable",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Overloaded => "overloaded",
         }
     }
 }
@@ -63,6 +71,7 @@ impl Outcome {
 pub(crate) struct Stats {
     requests: [AtomicU64; Outcome::ALL.len()],
     events: AtomicU64,
+    malformed: AtomicU64,
     exports: AtomicU64,
     export_errors: AtomicU64,
     export_failing: AtomicBool,
@@ -74,6 +83,16 @@ impl Stats {
     pub(crate) fn request(&self, outcome: Outcome, events: usize) {
         self.requests[outcome as usize].fetch_add(1, Ordering::Relaxed);
         self.events.fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// A request the HTTP layer refused before any endpoint saw it.
+    pub(crate) fn malformed_request(&self) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn malformed_requests(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
     }
 
     fn exported(&self, result: &OTelSdkResult) {
@@ -458,6 +477,9 @@ impl Telemetry {
         };
         counter(&contract::INGEST_EVENTS, |s| {
             s.events.load(Ordering::Relaxed)
+        });
+        counter(&contract::HTTP_MALFORMED_REQUESTS, |s| {
+            s.malformed.load(Ordering::Relaxed)
         });
         if otlp {
             counter(&contract::OTLP_EXPORTS, |s| {

@@ -465,6 +465,15 @@ spec!(
     "Events committed through POST /v1/events."
 );
 spec!(
+    HTTP_MALFORMED_REQUESTS,
+    "reflexio_http_malformed_requests",
+    "reflexio_http_malformed_requests_total",
+    Counter,
+    "{request}",
+    [],
+    "Requests the HTTP layer refused before any endpoint saw them: malformed request line, headers, Content-Length or Transfer-Encoding, too many headers, too long a URL, or a head that did not arrive in time."
+);
+spec!(
     OTLP_EXPORTS,
     "reflexio_otlp_exports",
     "reflexio_otlp_exports_total",
@@ -484,7 +493,7 @@ spec!(
 );
 
 /// The label of `reflexio_ingest_requests_total`: `accepted`, `invalid`, `unauthorized`,
-/// `too_large`, `unsupported_media_type` or `unavailable`.
+/// `too_large`, `unsupported_media_type`, `unavailable`, `timed_out` or `overloaded`.
 pub const OUTCOME_LABEL: &str = "outcome";
 
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
@@ -579,6 +588,7 @@ pub const ALL: &[MetricSpec] = &[
 pub const BRIDGE: &[MetricSpec] = &[
     INGEST_REQUESTS,
     INGEST_EVENTS,
+    HTTP_MALFORMED_REQUESTS,
     OTLP_EXPORTS,
     OTLP_EXPORT_ERRORS,
 ];

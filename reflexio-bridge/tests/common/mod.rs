@@ -28,7 +28,20 @@ impl Bridge {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Bridge {
-        let mut cmd = Command::new(BIN);
+        Self::start_under(&[], args, env)
+    }
+
+    /// Starts the bridge through `wrapper` (a command that runs the rest of its arguments, such
+    /// as `prlimit --fsize=N --`), which must exec it so that the pid is the bridge's.
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve").args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -230,4 +243,108 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A response read off a raw TCP connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, or why it is not.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "not a JSON body ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// Sends `request` byte for byte on a new connection to `addr` and reads the first response.
+/// The request is written whole before anything is read, and a server that closes early does not
+/// make the write an error: the answer is what counts.
+pub fn raw_exchange(addr: &str, request: &[u8], timeout: Duration) -> Result<RawResponse, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(format!(
+                    "the connection closed before a response head: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                return Err(format!(
+                    "read: {e} after {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| format!("no content-length in {head:?}"))?;
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("the body ended early: {head:?}")),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read body: {e}")),
+        }
+    }
+    body.truncate(length);
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The resident set size of a process, in KiB, from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

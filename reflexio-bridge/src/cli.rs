@@ -69,9 +69,10 @@ impl From<ImportArgs> for ServeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
-    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, stale_lock_after,
-    /// otlp_endpoint, otlp_protocol, otlp_interval, legacy_db, lock_dir, legacy_tz,
-    /// legacy_poll_interval).
+    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
+    /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
+    /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
+    /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -110,6 +111,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SIZE", env = "REFLEXIO_BRIDGE_BODY_LIMIT")]
     pub(crate) body_limit: Option<String>,
 
+    /// How long an ingest body may take to arrive once the bridge starts reading it; a slower
+    /// one is answered 408 and nothing of it is recorded [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_BODY_TIMEOUT")]
+    pub(crate) body_timeout: Option<Duration>,
+
+    /// How many ingest bodies may be read and recorded at once; a request finding none free
+    /// is answered 503 with Retry-After at once [default: 32].
+    #[arg(long, value_name = "N", env = "REFLEXIO_BRIDGE_MAX_INGEST_BODIES")]
+    pub(crate) max_ingest_bodies: Option<String>,
+
     /// How long a process lock may be held before it counts as stale [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_STALE_LOCK_AFTER")]
     pub(crate) stale_lock_after: Option<Duration>,
@@ -128,9 +139,30 @@ pub(crate) struct ServeArgs {
     /// Time between OTLP pushes [default: 15s; env: OTEL_METRIC_EXPORT_INTERVAL, in ms]. The
     /// push timeout is OTEL_EXPORTER_OTLP_TIMEOUT (default 10s); headers come from
     /// OTEL_EXPORTER_OTLP_HEADERS, the resource from OTEL_SERVICE_NAME and
-    /// OTEL_RESOURCE_ATTRIBUTES.
+    /// OTEL_RESOURCE_ATTRIBUTES. OTEL_SDK_DISABLED=true turns the push off.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) otlp_interval: Option<Duration>,
+
+    /// Compress OTLP pushes: gzip or none [default: none; env:
+    /// OTEL_EXPORTER_OTLP_METRICS_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION].
+    #[arg(long, value_name = "ALGORITHM")]
+    pub(crate) otlp_compression: Option<String>,
+
+    /// PEM file of the CA certificates that verify an https:// collector, instead of the
+    /// system's [env: OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE, OTEL_EXPORTER_OTLP_CERTIFICATE].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate (chain) the bridge shows an https:// collector that
+    /// asks for one (mTLS); needs --otlp-client-key [env:
+    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_client_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key [env:
+    /// OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY, OTEL_EXPORTER_OTLP_CLIENT_KEY].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) otlp_client_key: Option<PathBuf>,
 
     /// Follow an existing Reflexio deployment's SQLite database: read-only, reading only new
     /// rows each poll. The first poll backfills its last 7 days.
@@ -150,6 +182,17 @@ pub(crate) struct ServeArgs {
     /// Time between polls of --legacy-db and --lock-dir [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_LEGACY_POLL_INTERVAL")]
     pub(crate) legacy_poll_interval: Option<Duration>,
+
+    /// How long a lock whose holder is not known to be alive (no pid and host, another host,
+    /// or a process of this host that is gone) is kept before it is evicted [default: 24 times
+    /// --stale-lock-after].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_EVICT_LOCKS_AFTER")]
+    pub(crate) evict_locks_after: Option<Duration>,
+
+    /// How often the store's file is checked for damage (SQLite's quick_check, off the ingest
+    /// path) [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_INTEGRITY_CHECK_INTERVAL")]
+    pub(crate) integrity_check_interval: Option<Duration>,
 }
 
 /// Parses a duration such as `15s`, `500ms` or `1h`, longer than zero (flags, environment and the

@@ -39,13 +39,70 @@ impl Protocol {
     }
 }
 
-/// Where OTLP pushes go.
+/// How OTLP pushes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+}
+
+impl Compression {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
+/// A PEM file read at start: its path, for messages, and what it holds. `Debug` shows the path
+/// only (a private key is never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct PemFile {
+    pub(crate) path: PathBuf,
+    pub(crate) pem: Vec<u8>,
+}
+
+impl fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PemFile({})", self.path.display())
+    }
+}
+
+/// TLS settings for an `https://` collector. Empty: the system's CA certificates, no client
+/// certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Tls {
+    /// The CA certificates that verify the collector, instead of the system's.
+    pub(crate) ca: Option<PemFile>,
+    /// The client certificate (chain) and its private key, for collectors that ask for one.
+    pub(crate) client: Option<(PemFile, PemFile)>,
+}
+
+impl Tls {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client.is_none()
+    }
+}
+
+/// Where OTLP pushes go, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Otlp {
-    /// The full URL: for http/protobuf, including `/v1/metrics`.
+    /// The full URL, `http://` or `https://`: for http/protobuf, including `/v1/metrics`.
     pub(crate) endpoint: String,
     pub(crate) protocol: Protocol,
     pub(crate) interval: Duration,
+    /// How long one push may take.
+    pub(crate) timeout: Duration,
+    pub(crate) compression: Compression,
+    pub(crate) tls: Tls,
+}
+
+impl Otlp {
+    /// Whether the push goes over TLS.
+    pub(crate) fn secure(&self) -> bool {
+        self.endpoint.starts_with("https://")
+    }
 }
 
 /// The bearer token. Never printed.
@@ -75,10 +132,19 @@ pub(crate) struct Config {
     pub(crate) public_metrics: bool,
     pub(crate) insecure_no_auth: bool,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
+    pub(crate) max_ingest_bodies: usize,
     pub(crate) stale_lock_after: Duration,
     pub(crate) otlp: Option<Otlp>,
+    /// `OTEL_SDK_DISABLED=true`: no push, whatever else is set.
+    pub(crate) otlp_disabled: bool,
     /// What to follow of an existing deployment, if anything.
     pub(crate) legacy: Option<LegacySettings>,
+    /// `None`: the recorder's default, a multiple of `stale_lock_after`.
+    pub(crate) evict_locks_after: Option<Duration>,
+    pub(crate) integrity_check_interval: Duration,
+    /// Settings that work but should be changed, to log at start.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// The configuration file: the same settings as the flags.
@@ -93,14 +159,22 @@ struct FileSettings {
     public_metrics: Option<bool>,
     insecure_no_auth: Option<bool>,
     body_limit: Option<toml::Value>,
+    body_timeout: Option<String>,
+    max_ingest_bodies: Option<toml::Value>,
     stale_lock_after: Option<String>,
     otlp_endpoint: Option<String>,
     otlp_protocol: Option<String>,
     otlp_interval: Option<String>,
+    otlp_compression: Option<String>,
+    otlp_certificate: Option<PathBuf>,
+    otlp_client_certificate: Option<PathBuf>,
+    otlp_client_key: Option<PathBuf>,
     legacy_db: Option<PathBuf>,
     lock_dir: Option<PathBuf>,
     legacy_tz: Option<String>,
     legacy_poll_interval: Option<String>,
+    evict_locks_after: Option<String>,
+    integrity_check_interval: Option<String>,
 }
 
 /// Where a value came from, for error messages.
@@ -129,9 +203,24 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 const DEFAULT_STORE: &str = "reflexio-metrics.db";
 const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 const MAX_BODY_LIMIT: usize = 1024 * 1024 * 1024;
+const DEFAULT_INTEGRITY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The tables Reflexio's retention jobs clean.
 pub(crate) const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "digests"];
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_INGEST_BODIES: usize = 32;
+const MAX_MAX_INGEST_BODIES: usize = 65_536;
+/// Shorter tokens are warned about at start.
+pub(crate) const MIN_TOKEN_LEN: usize = 16;
+
+/// Parses the number of ingest bodies read at once: 1 to 65536.
+fn parse_bodies(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_MAX_INGEST_BODIES).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a number from 1 to {MAX_MAX_INGEST_BODIES}"))
+}
 
 /// Parses `512KiB`, `1MiB`, `2MB` or a plain number of bytes.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
@@ -164,7 +253,8 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-fn read_token(path: &Path) -> Result<Token, String> {
+/// Reads the token, and says what is weak about it: a file other users can read, a short token.
+fn read_token(path: &Path) -> Result<(Token, Vec<String>), String> {
     let raw = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let token = raw.trim_ascii();
     if token.is_empty() {
@@ -176,7 +266,30 @@ fn read_token(path: &Path) -> Result<Token, String> {
             path.display()
         ));
     }
-    Ok(Token(token.into()))
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o004 != 0 {
+            warnings.push(format!(
+                "the token file {} is readable by every user (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    if token.len() < MIN_TOKEN_LEN {
+        warnings.push(format!(
+            "the token in {} is {} bytes, shorter than {MIN_TOKEN_LEN} bytes: use a long random \
+             one (openssl rand -hex 32)",
+            path.display(),
+            token.len()
+        ));
+    }
+    Ok((Token(token.into()), warnings))
 }
 
 /// A time zone by its IANA name (`Europe/Berlin`, `UTC`).
@@ -217,14 +330,21 @@ where
 impl Config {
     /// The recorder on the configured store: what `serve` and `import` both write through.
     pub(crate) fn recorder(&self) -> anyhow::Result<Recorder> {
-        Ok(Recorder::builder()
+        let mut builder = Recorder::builder()
             // The tables Reflexio's retention jobs clean: their series exist before any run, so
             // alerts see even the first failed one.
             .tables(RETENTION_TABLES)?
             .stale_lock_after(self.stale_lock_after)
             .max_future_skew(legacy::MAX_AHEAD)
-            .store(StoreOptions::new(&self.store).flush_interval(self.flush_interval))
-            .build())
+            .store(
+                StoreOptions::new(&self.store)
+                    .flush_interval(self.flush_interval)
+                    .integrity_check_interval(self.integrity_check_interval),
+            );
+        if let Some(after) = self.evict_locks_after {
+            builder = builder.evict_locks_after(after);
+        }
+        Ok(builder.build())
     }
 
     /// Merges `args` (flags, and the environment variables clap reads) with the OpenTelemetry
@@ -240,6 +360,8 @@ impl Config {
         };
         let fp = file_path.as_path();
         let otlp = Self::otlp(&args, &file, fp, &env)?;
+        let otlp_disabled = env_bool("OTEL_SDK_DISABLED", &env)?.unwrap_or(false);
+        let otlp = otlp.filter(|_| !otlp_disabled);
         let legacy = Self::legacy(&args, &file, fp)?;
 
         let listen = match (args.listen, file.listen) {
@@ -268,6 +390,15 @@ impl Config {
             None => file_duration(file.stale_lock_after, "stale_lock_after")?
                 .unwrap_or(RecorderBuilder::DEFAULT_STALE_LOCK_AFTER),
         };
+        let evict_locks_after = match args.evict_locks_after {
+            Some(d) => Some(d),
+            None => file_duration(file.evict_locks_after, "evict_locks_after")?,
+        };
+        let integrity_check_interval = match args.integrity_check_interval {
+            Some(d) => d,
+            None => file_duration(file.integrity_check_interval, "integrity_check_interval")?
+                .unwrap_or(DEFAULT_INTEGRITY_CHECK_INTERVAL),
+        };
         let demo = args.demo || file.demo.unwrap_or(false);
         let public_metrics = args.public_metrics || file.public_metrics.unwrap_or(false);
         let insecure_no_auth = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
@@ -291,14 +422,36 @@ impl Config {
             (None, None) => DEFAULT_BODY_LIMIT,
         };
 
-        let token = match (&args.auth_token_file, &file.auth_token_file) {
-            (Some(path), _) => {
-                Some(read_token(path).map_err(|e| invalid("--auth-token-file", Source::Flag, e))?)
+        let body_timeout = match args.body_timeout {
+            Some(d) => d,
+            None => {
+                file_duration(file.body_timeout, "body_timeout")?.unwrap_or(DEFAULT_BODY_TIMEOUT)
             }
-            (None, Some(path)) => Some(
-                read_token(path).map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
-            ),
-            (None, None) => None,
+        };
+        let max_ingest_bodies = match (args.max_ingest_bodies, file.max_ingest_bodies) {
+            (Some(s), _) => {
+                parse_bodies(&s).map_err(|e| invalid("--max-ingest-bodies", Source::Flag, e))?
+            }
+            (None, Some(toml::Value::Integer(n))) => parse_bodies(&n.to_string())
+                .map_err(|e| invalid("max_ingest_bodies", Source::File(fp), e))?,
+            (None, Some(other)) => {
+                return Err(invalid(
+                    "max_ingest_bodies",
+                    Source::File(fp),
+                    format!("expected a number, got {other}"),
+                ));
+            }
+            (None, None) => DEFAULT_MAX_INGEST_BODIES,
+        };
+
+        let (token, warnings) = match (&args.auth_token_file, &file.auth_token_file) {
+            (Some(path), _) => read_token(path)
+                .map(|(t, w)| (Some(t), w))
+                .map_err(|e| invalid("--auth-token-file", Source::Flag, e))?,
+            (None, Some(path)) => read_token(path)
+                .map(|(t, w)| (Some(t), w))
+                .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
+            (None, None) => (None, Vec::new()),
         };
         if !listen.ip().is_loopback() && token.is_none() && !insecure_no_auth {
             return Err(UsageError(format!(
@@ -316,9 +469,15 @@ impl Config {
             public_metrics,
             insecure_no_auth,
             body_limit,
+            body_timeout,
+            max_ingest_bodies,
             stale_lock_after,
             otlp,
+            otlp_disabled,
             legacy,
+            evict_locks_after,
+            integrity_check_interval,
+            warnings,
         })
     }
 
@@ -443,6 +602,17 @@ impl Config {
                 None => return Ok(None),
             },
         };
+        let endpoint = match (protocol, endpoint.contains("://")) {
+            // gRPC takes `host:port`: TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+            (Protocol::Grpc, false) if !endpoint.is_empty() => {
+                let insecure = env_bool("OTEL_EXPORTER_OTLP_METRICS_INSECURE", env)?
+                    .or(env_bool("OTEL_EXPORTER_OTLP_INSECURE", env)?)
+                    .unwrap_or(false);
+                let scheme = if insecure { "http" } else { "https" };
+                format!("{scheme}://{endpoint}")
+            }
+            _ => endpoint,
+        };
         let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
         if !scheme_ok || endpoint.len() <= "https://".len() {
             return Err(invalid(
@@ -457,11 +627,204 @@ impl Config {
             }
             _ => endpoint,
         };
+
+        let timeout = match pick(
+            None::<String>,
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ],
+            env,
+            None,
+            fp,
+        ) {
+            Some((ms, source)) => positive_millis(&ms).ok_or_else(|| {
+                invalid(
+                    "the OTLP timeout",
+                    source,
+                    format!("`{ms}` is not a positive number of milliseconds"),
+                )
+            })?,
+            None => DEFAULT_OTLP_TIMEOUT,
+        };
+        let compression = match pick(
+            args.otlp_compression.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ],
+            env,
+            file.otlp_compression.clone(),
+            fp,
+        ) {
+            None => Compression::None,
+            Some((c, source)) => match c.to_ascii_lowercase().as_str() {
+                "gzip" => Compression::Gzip,
+                "none" => Compression::None,
+                _ => {
+                    return Err(invalid(
+                        "--otlp-compression",
+                        source,
+                        format!("`{c}`; use gzip or none"),
+                    ));
+                }
+            },
+        };
+        check_temporality(env)?;
+        let tls = Self::otlp_tls(args, file, fp, env)?;
         Ok(Some(Otlp {
             endpoint,
             protocol,
             interval,
+            timeout,
+            compression,
+            tls,
         }))
+    }
+
+    /// The CA and client certificate files, read and checked now.
+    fn otlp_tls(
+        args: &ServeArgs,
+        file: &FileSettings,
+        fp: &Path,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Tls, UsageError> {
+        let read = |flag: &str, (path, source): (PathBuf, Source<'_>), kind: PemKind| {
+            read_pem(&path, kind).map_err(|e| invalid(flag, source, e))
+        };
+        let ca = pick(
+            args.otlp_certificate.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ],
+            env,
+            file.otlp_certificate.clone(),
+            fp,
+        )
+        .map(|v| read("--otlp-certificate", v, PemKind::Certificates))
+        .transpose()?;
+        let cert = pick(
+            args.otlp_client_certificate.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            ],
+            env,
+            file.otlp_client_certificate.clone(),
+            fp,
+        );
+        let key = pick(
+            args.otlp_client_key.clone(),
+            &[
+                "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            ],
+            env,
+            file.otlp_client_key.clone(),
+            fp,
+        );
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some((_, source)), None) => {
+                return Err(invalid(
+                    "--otlp-client-certificate",
+                    source,
+                    "a client certificate needs its private key (--otlp-client-key, \
+                     OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+                ));
+            }
+            (None, Some((_, source))) => {
+                return Err(invalid(
+                    "--otlp-client-key",
+                    source,
+                    "a private key needs its client certificate (--otlp-client-certificate, \
+                     OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)",
+                ));
+            }
+            (Some(cert), Some(key)) => Some((
+                read("--otlp-client-certificate", cert, PemKind::Certificates)?,
+                read("--otlp-client-key", key, PemKind::PrivateKey)?,
+            )),
+        };
+        Ok(Tls { ca, client })
+    }
+}
+
+const DEFAULT_OTLP_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn positive_millis(ms: &str) -> Option<Duration> {
+    ms.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+/// A boolean OpenTelemetry variable: `true` or `false` in any case; unset or empty is `None`.
+fn env_bool(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<bool>, UsageError> {
+    match env(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) if v.trim().eq_ignore_ascii_case("true") => Ok(Some(true)),
+        Some(v) if v.trim().eq_ignore_ascii_case("false") => Ok(Some(false)),
+        Some(v) => Err(UsageError(format!(
+            "invalid {var}: `{v}`; use true or false"
+        ))),
+    }
+}
+
+/// The push is cumulative, always. Counters continue from the store across restarts, and the
+/// SDK gives every series the process's start as its start time (an exporter cannot change
+/// it: `ResourceMetrics` is read-only), so the first delta after a restart would be the whole
+/// lifetime total.
+fn check_temporality(env: &impl Fn(&str) -> Option<String>) -> Result<(), UsageError> {
+    const VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
+    let Some(value) = env(VAR).filter(|v| !v.trim().is_empty()) else {
+        return Ok(());
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "cumulative" => Ok(()),
+        "delta" | "lowmemory" => Err(UsageError(format!(
+            "invalid {VAR}=`{value}`: the bridge pushes cumulative temporality only. Its \
+             counters continue from the store across restarts, so the first delta after a \
+             restart would be the whole lifetime total; unset it or set it to cumulative"
+        ))),
+        _ => Err(UsageError(format!(
+            "invalid {VAR}: `{value}`; the bridge pushes cumulative temporality only"
+        ))),
+    }
+}
+
+/// What a PEM file must hold.
+#[derive(Debug, Clone, Copy)]
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a PEM file and checks that it holds what it must.
+fn read_pem(path: &Path, kind: PemKind) -> Result<PemFile, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let problem = match kind {
+        PemKind::Certificates => {
+            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if certs.is_empty() => Some("holds no PEM certificate".to_owned()),
+                Ok(_) => None,
+                Err(e) => Some(format!("is not a PEM certificate file: {e}")),
+            }
+        }
+        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(&pem)
+            .err()
+            .map(|e| format!("holds no PEM private key: {e}")),
+    };
+    match problem {
+        Some(problem) => Err(format!("{} {problem}", path.display())),
+        None => Ok(PemFile {
+            path: path.to_owned(),
+            pem,
+        }),
     }
 }
 
@@ -488,6 +851,8 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.store, PathBuf::from("reflexio-metrics.db"));
         assert_eq!(c.body_limit, 1 << 20);
+        assert_eq!(c.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_ingest_bodies, 32);
         assert_eq!(c.flush_interval, Duration::from_secs(1));
         assert!(c.otlp.is_none() && c.token.is_none() && !c.demo);
     }
@@ -499,7 +864,8 @@ mod tests {
         std::fs::write(
             &file,
             "otlp_endpoint = \"http://file:4318\"\notlp_protocol = \"grpc\"\n\
-             otlp_interval = \"30s\"\nbody_limit = \"2MiB\"\ndemo = true\nstore = \"file.db\"\n",
+             otlp_interval = \"30s\"\nbody_limit = \"2MiB\"\ndemo = true\nstore = \"file.db\"\n\
+             body_timeout = \"2s\"\nmax_ingest_bodies = 8\n",
         )
         .expect("write");
         let from_file = ServeArgs {
@@ -512,6 +878,8 @@ mod tests {
         assert_eq!(otlp.protocol, Protocol::Grpc);
         assert_eq!(otlp.interval, Duration::from_secs(30));
         assert_eq!(c.body_limit, 2 << 20);
+        assert_eq!(c.body_timeout, Duration::from_secs(2));
+        assert_eq!(c.max_ingest_bodies, 8);
         assert!(c.demo);
         assert_eq!(c.store, PathBuf::from("file.db"));
 
@@ -594,6 +962,22 @@ mod tests {
             ),
             (
                 ServeArgs {
+                    max_ingest_bodies: Some("0".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid --max-ingest-bodies (on the command line): `0` is not a number from 1",
+            ),
+            (
+                ServeArgs {
+                    max_ingest_bodies: Some("many".into()),
+                    ..Default::default()
+                },
+                vec![],
+                "invalid --max-ingest-bodies",
+            ),
+            (
+                ServeArgs {
                     listen: Some("0.0.0.0:8000".parse().expect("addr")),
                     ..Default::default()
                 },
@@ -629,6 +1013,15 @@ mod tests {
                 "invalid flush_interval (in ",
             ),
             ("colour = \"blue\"\n", "unknown field `colour`"),
+            ("body_timeout = \"0s\"\n", "invalid body_timeout (in "),
+            (
+                "max_ingest_bodies = \"8\"\n",
+                "invalid max_ingest_bodies (in ",
+            ),
+            (
+                "max_ingest_bodies = 100000\n",
+                "invalid max_ingest_bodies (in ",
+            ),
             (
                 "legacy_db = \"x.db\"\nlegacy_tz = \"Nowhere/City\"\n",
                 "invalid legacy_tz (in ",
@@ -700,6 +1093,55 @@ mod tests {
     }
 
     #[test]
+    fn lock_eviction_and_integrity_check_settings_come_from_flags_or_the_file() {
+        let c = resolve(ServeArgs::default(), &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (None, Duration::from_secs(60)),
+            "the recorder's default eviction age, a check a minute"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            "evict_locks_after = \"6h\"\nintegrity_check_interval = \"10m\"\n",
+        )
+        .expect("write");
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let c = resolve(from_file.clone(), &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (
+                Some(Duration::from_secs(6 * 3600)),
+                Duration::from_secs(600)
+            )
+        );
+        let flags = ServeArgs {
+            evict_locks_after: Some(Duration::from_secs(60)),
+            integrity_check_interval: Some(Duration::from_secs(5)),
+            ..from_file
+        };
+        let c = resolve(flags, &[]).expect("valid");
+        assert_eq!(
+            (c.evict_locks_after, c.integrity_check_interval),
+            (Some(Duration::from_secs(60)), Duration::from_secs(5))
+        );
+        std::fs::write(&file, "integrity_check_interval = \"often\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
+        let err = resolve(args, &[]).expect_err("invalid");
+        assert!(
+            err.0.contains("invalid integrity_check_interval (in "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn tokens_are_trimmed_checked_and_never_printed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("token");
@@ -720,6 +1162,241 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(args, &[]).is_err());
+    }
+
+    #[test]
+    fn the_config_builds_the_recorder_on_its_store_with_the_declared_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = ServeArgs {
+            store: Some(dir.path().join("m.db")),
+            ..ServeArgs::default()
+        };
+        let config = resolve(args, &[]).expect("valid");
+        assert_eq!(
+            config.stale_lock_after,
+            RecorderBuilder::DEFAULT_STALE_LOCK_AFTER
+        );
+        let recorder = config.recorder().expect("built");
+        let tables: Vec<_> = recorder
+            .snapshot()
+            .retention_by_table
+            .iter()
+            .map(|(label, runs)| (label.clone(), runs.operations))
+            .collect();
+        let declared = RETENTION_TABLES.map(|t| {
+            let name = reflexio_otel::Name::new(t).expect("valid");
+            (reflexio_otel::TableLabel::Table(name), 0)
+        });
+        assert_eq!(tables, declared);
+        assert!(recorder.store_health().is_some_and(|h| h.is_healthy()));
+        recorder.shutdown().expect("closed");
+    }
+
+    #[test]
+    fn otlp_transport_settings_follow_the_opentelemetry_variables() {
+        let push = |vars: &[(&str, &str)]| {
+            resolve(ServeArgs::default(), vars)
+                .expect("valid")
+                .otlp
+                .expect("push")
+        };
+        let grpc = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        let base = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"), grpc[0]];
+        let otlp = push(&base);
+        // host:port over gRPC is TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+        assert_eq!(otlp.endpoint, "https://collector:4317");
+        assert!(otlp.secure());
+        assert_eq!(
+            (otlp.compression, otlp.timeout),
+            (Compression::None, DEFAULT_OTLP_TIMEOUT)
+        );
+        let otlp = push(&[
+            base[0],
+            base[1],
+            ("OTEL_EXPORTER_OTLP_INSECURE", "TRUE"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]);
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(
+            otlp.compression,
+            Compression::None,
+            "the metrics variable wins"
+        );
+        assert_eq!(otlp.timeout, Duration::from_millis(2500));
+        let otlp = push(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                "Cumulative",
+            ),
+        ]);
+        assert_eq!(otlp.compression, Compression::Gzip);
+        assert!(otlp.tls.is_empty());
+
+        // OTEL_SDK_DISABLED turns the push off; the other settings are still checked.
+        let c = resolve(
+            ServeArgs::default(),
+            &[base[0], base[1], ("OTEL_SDK_DISABLED", "true")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none() && c.otlp_disabled);
+        assert!(
+            resolve(
+                ServeArgs::default(),
+                &[
+                    base[0],
+                    ("OTEL_SDK_DISABLED", "true"),
+                    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli"),
+                ],
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn otlp_certificates_are_read_and_checked_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.to_str().expect("utf-8").to_owned()
+        };
+        let (ca, client, client_key, junk) = (
+            write("ca.pem", cert),
+            write("client.pem", cert),
+            write("client-key.pem", key),
+            write("junk.pem", "not a certificate\n"),
+        );
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318");
+        let otlp = resolve(
+            ServeArgs::default(),
+            &[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk),
+                ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &ca),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &client_key),
+            ],
+        )
+        .expect("valid")
+        .otlp
+        .expect("push");
+        assert_eq!(
+            otlp.tls.ca.as_ref().map(|c| c.pem.as_slice()),
+            Some(cert.as_bytes())
+        );
+        let (c, k) = otlp.tls.client.as_ref().expect("client certificate");
+        assert_eq!(
+            (c.pem.as_slice(), k.pem.as_slice()),
+            (cert.as_bytes(), key.as_bytes())
+        );
+        assert!(
+            !format!("{otlp:?}").contains("PRIVATE KEY"),
+            "a key in Debug"
+        );
+
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CERTIFICATE", &junk)],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
+                ],
+                "invalid --otlp-certificate (in OTEL_EXPORTER_OTLP_CERTIFICATE): cannot read",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client)],
+                "invalid --otlp-client-certificate (in OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE): \
+                 a client certificate needs its private key",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &ca),
+                ],
+                "invalid --otlp-client-key (in OTEL_EXPORTER_OTLP_CLIENT_KEY): ",
+            ),
+            (
+                vec![
+                    endpoint,
+                    ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=`delta`",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "0")],
+                "invalid the OTLP timeout (in OTEL_EXPORTER_OTLP_METRICS_TIMEOUT)",
+            ),
+            (
+                vec![endpoint, ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")],
+                "invalid --otlp-compression (in OTEL_EXPORTER_OTLP_COMPRESSION): `zstd`",
+            ),
+            (
+                vec![endpoint, ("OTEL_SDK_DISABLED", "1")],
+                "invalid OTEL_SDK_DISABLED",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4317"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                    ("OTEL_EXPORTER_OTLP_INSECURE", "yes"),
+                ],
+                "invalid OTEL_EXPORTER_OTLP_INSECURE",
+            ),
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "c:4318")],
+                "invalid --otlp-endpoint (in OTEL_EXPORTER_OTLP_ENDPOINT)",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = resolve(ServeArgs::default(), &vars).expect_err(expected);
+            assert!(
+                err.0.starts_with(expected),
+                "{err} does not start with {expected}"
+            );
+        }
+        // Without an endpoint nothing OTLP is read: no push, nothing to refuse.
+        let c = resolve(
+            ServeArgs::default(),
+            &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")],
+        )
+        .expect("valid");
+        assert!(c.otlp.is_none());
+    }
+
+    #[test]
+    fn weak_tokens_are_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let warnings = |text: &str, mode: u32| {
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let args = ServeArgs {
+                auth_token_file: Some(path.clone()),
+                ..Default::default()
+            };
+            resolve(args, &[]).expect("valid").warnings
+        };
+        assert!(warnings(&"k".repeat(MIN_TOKEN_LEN), 0o600).is_empty());
+        let w = warnings("short\n", 0o600);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("5 bytes, shorter than 16"), "{w:?}");
+        assert!(!w[0].contains("short\n"), "the token is in {w:?}");
+        let w = warnings(&"k".repeat(32), 0o644);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("readable by every user (mode 644)"), "{w:?}");
+        assert_eq!(warnings("short", 0o604).len(), 2);
     }
 
     #[test]

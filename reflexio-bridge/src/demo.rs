@@ -5,7 +5,7 @@
 use crate::config::RETENTION_TABLES as TABLES;
 use crate::worker::{Stop, Worker};
 use reflexio_otel::{CoveConfig, Event, Fact, LockEvent, Recorder, RetentionRun, ValueError};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -52,7 +52,7 @@ fn retention(rng: &mut fastrand::Rng, table: &str) -> Result<RetentionRun, Value
 
 /// A day of facts (one a minute) and a week of hourly retention runs and daily digests.
 fn backfill(recorder: &Recorder, rng: &mut fastrand::Rng) -> anyhow::Result<()> {
-    let now = SystemTime::now();
+    let now = recorder.now();
     for minute in 1..24 * 60u32 {
         let at = now - Duration::from_secs(60 * u64::from(minute));
         recorder.record_at(Event::Transcription, at)?;
@@ -112,7 +112,7 @@ fn run(recorder: &Recorder, stop: &Stop) -> anyhow::Result<()> {
         // cleaned up two minutes later.
         match tick % 600 {
             60 if !stale => {
-                let taken = SystemTime::now() - 61 * Duration::from_secs(60);
+                let taken = recorder.now() - 61 * Duration::from_secs(60);
                 recorder.record_at(Event::LockAcquired(crashed.clone()), taken)?;
                 stale = true;
             }
@@ -141,5 +141,26 @@ impl Demo {
             }
         })?;
         Ok(Self { _worker: worker })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflexio_otel::ManualClock;
+    use std::time::SystemTime;
+
+    #[test]
+    fn the_backfill_is_stamped_by_the_recorders_clock() {
+        let clock = ManualClock::new(SystemTime::now() - 30 * 24 * HOUR);
+        let recorder = Recorder::builder()
+            .clock(clock)
+            .without_upkeep_thread()
+            .build();
+        let mut rng = fastrand::Rng::with_seed(7);
+        backfill(&recorder, &mut rng).expect("every event at or before the recorder's now");
+        let s = recorder.snapshot();
+        assert_eq!(s.facts_24h.facts, 24 * 60 - 1);
+        assert_eq!(s.retention_7d.operations, 7 * 24 - 1);
     }
 }

@@ -1,16 +1,20 @@
 //! The HTTP endpoints: `/metrics/prometheus`, `/healthz`, `/readyz` and `POST /v1/events`,
-//! with bearer-token checks, body limits, and a JSON body on every error.
+//! with bearer-token checks, body limits and timeouts, a bound on the bodies read at once, and a
+//! JSON body on every error.
 
+use crate::answer::{Place, error_body};
 use crate::config::Token;
 use crate::ingest::{self, BadEvent, Format};
+use crate::limits;
 use crate::telemetry::{Outcome, Stats};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use reflexio_otel::{DurableError, RecordError, Recorder};
+use reflexio_otel::{DurableError, RecordError, Recorder, StoreError, StoreErrorKind};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
 
 /// What every request handler shares.
 pub(crate) struct AppState {
@@ -19,20 +23,26 @@ pub(crate) struct AppState {
     pub(crate) token: Option<Token>,
     pub(crate) public_metrics: bool,
     pub(crate) body_limit: usize,
+    /// The time a body has to arrive, from when the bridge starts reading it.
+    pub(crate) body_timeout: Duration,
+    /// One permit per ingest body that may be read and recorded at once.
+    pub(crate) bodies: Arc<Semaphore>,
+    /// How many permits `bodies` has.
+    pub(crate) max_bodies: usize,
     pub(crate) stats: Arc<Stats>,
 }
 
-fn error(
-    status: StatusCode,
-    message: impl std::fmt::Display,
-    index: Option<usize>,
-    field: Option<&str>,
-) -> HttpResponse {
-    HttpResponse::build(status).json(json!({
-        "error": message.to_string(),
-        "index": index,
-        "field": field,
-    }))
+fn error(status: StatusCode, message: impl std::fmt::Display, at: Place<'_>) -> HttpResponse {
+    HttpResponse::build(status).json(error_body(&message.to_string(), at))
+}
+
+fn bad_event(bad: &BadEvent) -> HttpResponse {
+    let at = Place {
+        index: bad.index,
+        field: bad.field.as_deref(),
+        line: bad.line,
+    };
+    error(StatusCode::BAD_REQUEST, bad, at)
 }
 
 /// A request refused before its events are recorded; rendered by [`Refusal::response`].
@@ -42,13 +52,24 @@ enum Refusal {
     UnsupportedMediaType(String),
     TooLarge(usize),
     Unreadable(String),
+    TimedOut(Duration),
+    Overloaded(usize),
+}
+
+/// A `503` the client may send again after a second.
+fn retry_later(mut response: HttpResponse) -> HttpResponse {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 impl Refusal {
     fn response(self) -> HttpResponse {
+        let at = Place::default();
         match self {
             Refusal::Unauthorized(message) => {
-                let mut response = error(StatusCode::UNAUTHORIZED, message, None, None);
+                let mut response = error(StatusCode::UNAUTHORIZED, message, at);
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"reflexio-bridge\""),
@@ -61,16 +82,44 @@ impl Refusal {
                     "content type `{content_type}` is not accepted; send application/json (an \
                      array of events) or application/x-ndjson (one event per line)"
                 ),
-                None,
-                None,
+                at,
             ),
             Refusal::TooLarge(limit) => error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the body is larger than the limit of {limit} bytes; send smaller batches"),
-                None,
-                None,
+                at,
             ),
-            Refusal::Unreadable(e) => error(StatusCode::BAD_REQUEST, e, None, None),
+            Refusal::Unreadable(e) => error(StatusCode::BAD_REQUEST, e, at),
+            Refusal::TimedOut(timeout) => {
+                let mut response = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the body did not arrive within {}; nothing was recorded, send the batch \
+                         again",
+                        humantime::format_duration(timeout)
+                    ),
+                    at,
+                );
+                // The rest of the body may never come: the connection is not reused.
+                response
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                response
+            }
+            Refusal::Overloaded(slots) => {
+                let mut response = retry_later(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{slots} request bodies are being read already; nothing was recorded, \
+                         send the batch again"
+                    ),
+                    at,
+                ));
+                response
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+                response
+            }
         }
     }
 
@@ -80,6 +129,8 @@ impl Refusal {
             Refusal::UnsupportedMediaType(_) => Outcome::UnsupportedMediaType,
             Refusal::TooLarge(_) => Outcome::TooLarge,
             Refusal::Unreadable(_) => Outcome::Invalid,
+            Refusal::TimedOut(_) => Outcome::TimedOut,
+            Refusal::Overloaded(_) => Outcome::Overloaded,
         }
     }
 }
@@ -119,7 +170,7 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> Htt
             .body(text),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode the exposition");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e, None, None)
+            error(StatusCode::INTERNAL_SERVER_ERROR, e, Place::default())
         }
     }
 }
@@ -128,27 +179,58 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Ready when the store is open and its last flush succeeded.
-pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+/// What a store error is, in words that name neither the file nor SQLite's message: what
+/// anyone may be told. The details are in the log, and in `/readyz` for holders of the token.
+pub(crate) fn store_trouble(kind: StoreErrorKind) -> &'static str {
+    match kind {
+        StoreErrorKind::Busy => "another process holds the store's lock",
+        StoreErrorKind::Full => "the store's disk, or the file size limit, is full",
+        StoreErrorKind::ReadOnly => "the store cannot be written",
+        StoreErrorKind::Corrupt => "the store's file is damaged or not a database",
+        StoreErrorKind::Incompatible => "the store was written by an incompatible version",
+        StoreErrorKind::Io => "the store's file cannot be opened, read or written",
+        StoreErrorKind::Gone => "the store's file was deleted or replaced while in use",
+        _ => "the store failed",
+    }
+}
+
+/// The kind of a store error as the bridge reports it: a write refused by the file size limit
+/// (`RLIMIT_FSIZE`, whose signal the bridge handles) fails as an I/O error in SQLite, and is
+/// `full` here, as on a full disk. `exceeded` tells whether a write passed the limit then.
+pub(crate) fn store_kind(e: &StoreError, exceeded: bool) -> StoreErrorKind {
+    match e.kind() {
+        StoreErrorKind::Io if exceeded => StoreErrorKind::Full,
+        kind => kind,
+    }
+}
+
+/// Ready when the store is open and its last flush succeeded. Anyone is told the kind of
+/// trouble and a short reason; holders of the token (when one is configured) also get the
+/// store's path and the error as SQLite gave it.
+pub(crate) async fn readyz(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let Some(health) = state.recorder.store_health() else {
         return HttpResponse::Ok().json(json!({ "status": "ready" }));
     };
+    let detailed = state.token.is_some() && authorize(&req, state.token.as_ref()).is_ok();
     let last_flush = health
         .last_success
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
-    let store = json!({
-        "path": health.path.display().to_string(),
+    let exceeded = health.failing_since.is_some_and(limits::exceeded_since);
+    let kind = health.last_error.as_ref().map(|e| store_kind(e, exceeded));
+    let mut store = json!({
+        "kind": kind.map(StoreErrorKind::as_str),
         "last_flush_unix_seconds": last_flush,
         "flushes": health.flushes,
     });
+    if detailed {
+        store["path"] = json!(health.path.display().to_string());
+        store["error"] = json!(health.last_error.as_ref().map(ToString::to_string));
+    }
     if health.is_healthy() {
         HttpResponse::Ok().json(json!({ "status": "ready", "store": store }))
     } else {
-        let reason = match &health.last_error {
-            Some(e) => e.to_string(),
-            None => "the store has not been read yet".to_owned(),
-        };
+        let reason = kind.map_or("the store has not been read yet", store_trouble);
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "not ready",
             "reason": reason,
@@ -161,8 +243,7 @@ pub(crate) async fn not_found(req: HttpRequest) -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
         format!("no such endpoint: {} {}", req.method(), req.path()),
-        None,
-        None,
+        Place::default(),
     )
 }
 
@@ -186,29 +267,43 @@ fn format_of(req: &HttpRequest) -> Result<Format, Refusal> {
     }
 }
 
-/// Reads the body, refusing it as soon as it passes `limit`.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::Bytes, Refusal> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Refusal::TooLarge(limit));
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+/// Reads the body as its bytes arrive (memory follows what was received, not what the
+/// Content-Length declares), refusing it as soon as it passes `limit`. The chunks are kept as
+/// they come and joined once at the end.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Refusal> {
+    let mut chunks = Vec::new();
+    let mut received = 0;
     while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
-        let chunk = chunk.map_err(|e| Refusal::Unreadable(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
+        let chunk = chunk.map_err(|e| Refusal::Unreadable(unreadable(&e)))?;
+        received += chunk.len();
+        if received > limit {
             return Err(Refusal::TooLarge(limit));
         }
-        body.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok(body.freeze())
+    Ok(match chunks.as_slice() {
+        [] => web::Bytes::new(),
+        [one] => one.clone(),
+        _ => {
+            let mut body = web::BytesMut::with_capacity(received);
+            for chunk in &chunks {
+                body.extend_from_slice(chunk);
+            }
+            body.freeze()
+        }
+    })
+}
+
+/// Why a body could not be read, in the client's terms.
+fn unreadable(e: &actix_web::error::PayloadError) -> String {
+    use actix_web::error::PayloadError;
+    match e {
+        PayloadError::Incomplete(_) => "the body ended before it was complete: fewer bytes than \
+            its Content-Length, or a malformed chunk"
+            .into(),
+        PayloadError::EncodingCorrupted => "a chunk of the body is malformed".into(),
+        e => format!("the body cannot be read: {e}"),
+    }
 }
 
 /// The field a refused event's problem is in.
@@ -229,33 +324,46 @@ pub(crate) async fn ingest(
     response
 }
 
+/// Checks what the head says, waits for a slot, and reads the body within the body timeout.
+async fn checked_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(Format, web::Bytes, tokio::sync::OwnedSemaphorePermit), Refusal> {
+    authorize(req, state.token.as_ref())?;
+    let format = format_of(req)?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.body_limit) {
+        return Err(Refusal::TooLarge(state.body_limit));
+    }
+    // No waiting for a slot: a request that waited would have its body buffered meanwhile.
+    let permit = Arc::clone(&state.bodies)
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Overloaded(state.max_bodies))?;
+    let body = tokio::time::timeout(state.body_timeout, read_body(payload, state.body_limit))
+        .await
+        .map_err(|_| Refusal::TimedOut(state.body_timeout))??;
+    Ok((format, body, permit))
+}
+
 async fn ingest_batch(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> (Outcome, usize, HttpResponse) {
-    let checked = match (authorize(req, state.token.as_ref()), format_of(req)) {
-        (Ok(()), Ok(format)) => read_body(req, payload, state.body_limit)
-            .await
-            .map(|body| (format, body)),
-        (Err(refusal), _) | (Ok(()), Err(refusal)) => Err(refusal),
-    };
-    let (format, body) = match checked {
+    let (format, body, _permit) = match checked_body(req, payload, state).await {
         Ok(checked) => checked,
         Err(refusal) => return (refusal.outcome(), 0, refusal.response()),
     };
-    let events = match ingest::parse(&body, format) {
-        Ok(events) => events,
-        Err(bad) => {
-            let r = error(
-                StatusCode::BAD_REQUEST,
-                &bad,
-                bad.index,
-                bad.field.as_deref(),
-            );
-            return (Outcome::Invalid, 0, r);
-        }
+    let ingest::Batch { events, lines } = match ingest::parse(&body, format) {
+        Ok(batch) => batch,
+        Err(bad) => return (Outcome::Invalid, 0, bad_event(&bad)),
     };
+    drop(body);
     let n = events.len();
     if n == 0 {
         return (
@@ -265,7 +373,18 @@ async fn ingest_batch(
         );
     }
     let recorder = state.recorder.clone();
+    let started = SystemTime::now();
     let committed = web::block(move || recorder.record_durable(&events)).await;
+    let unavailable = |message: String, kind: Option<StoreErrorKind>| {
+        let mut body = error_body(
+            &format!("nothing was recorded; send the batch again: {message}"),
+            Place::default(),
+        );
+        if let Some(kind) = kind {
+            body["kind"] = json!(kind.as_str());
+        }
+        retry_later(HttpResponse::ServiceUnavailable().json(body))
+    };
     match committed {
         Ok(Ok(())) => (
             Outcome::Accepted,
@@ -273,34 +392,23 @@ async fn ingest_batch(
             HttpResponse::Accepted().json(json!({ "accepted": n })),
         ),
         Ok(Err(DurableError::Invalid { index, error: e })) => {
-            let field = record_error_field(&e);
-            let bad = BadEvent {
-                index: Some(index),
-                field: Some(field.to_owned()),
-                message: e.to_string(),
-            };
-            let r = error(StatusCode::BAD_REQUEST, &bad, Some(index), Some(field));
-            (Outcome::Invalid, 0, r)
+            let mut bad = BadEvent::at(index, record_error_field(&e), &e);
+            if let Some(line) = lines.get(index) {
+                bad = bad.on_line(*line);
+            }
+            (Outcome::Invalid, 0, bad_event(&bad))
         }
-        Ok(Err(e)) => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("nothing was recorded; send the batch again: {e}"),
-                None,
-                None,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        Ok(Err(DurableError::Store(e))) => {
+            let exceeded = e.kind() == StoreErrorKind::Io
+                && limits::wait_exceeded_since(started, Duration::from_millis(200)).await;
+            let kind = store_kind(&e, exceeded);
+            let r = unavailable(store_trouble(kind).to_owned(), Some(kind));
             (Outcome::Unavailable, 0, r)
         }
+        Ok(Err(e)) => (Outcome::Unavailable, 0, unavailable(e.to_string(), None)),
         Err(e) => {
             tracing::error!(error = %e, "the durable write did not run");
-            let r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "nothing was recorded; send the batch again",
-                None,
-                None,
-            );
+            let r = unavailable("the write did not run".to_owned(), None);
             (Outcome::Unavailable, 0, r)
         }
     }

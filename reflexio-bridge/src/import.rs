@@ -9,7 +9,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often a plain progress line is printed.
 const LINE_EVERY: Duration = Duration::from_secs(1);
@@ -85,6 +85,8 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
             UsageError("import needs --legacy-db PATH: the application's database".into()).into(),
         );
     };
+    // A write past the file size limit must fail with an error, not kill the import.
+    crate::limits::watch_file_size_signal()?;
     let recorder = config.recorder()?;
     if let Some(e) = recorder.store_health().and_then(|h| h.last_error) {
         anyhow::bail!("cannot import into the store: {e}");
@@ -96,7 +98,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new(backlog);
     let started = Instant::now();
     let mut totals: BTreeMap<Table, Counts> = BTreeMap::new();
-    let result = follower.poll(SystemTime::now(), &mut |table, counts| {
+    let result = follower.poll(recorder.now(), &mut |table, counts| {
         totals.entry(table).or_default().add(counts);
         progress.advance(table, counts.advanced);
     });

@@ -9,18 +9,25 @@
 //! - `import`: the `import` command, a one-shot backfill from an existing deployment;
 //! - `telemetry`: the meter provider, with the Prometheus exporter and the OTLP push;
 //! - `http`: the endpoints;
+//! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
+//!   the log;
+//! - `answer`: the JSON body of every error;
 //! - `ingest`: the wire format of events;
+//! - `limits`: process limits (the file size limit);
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload;
 //! - `worker`: the background thread that `demo` and the legacy poller run in.
 
+mod answer;
 mod cli;
 mod config;
 mod demo;
 mod http;
+mod http_layer;
 mod import;
 mod ingest;
 pub mod legacy;
+mod limits;
 mod serve;
 mod telemetry;
 mod worker;
@@ -54,12 +61,64 @@ pub fn run() -> ExitCode {
     }
 }
 
+/// The log's timestamps: read from the clock the recorder uses (its coarse real-time clock), so
+/// that the log, the recorder and the legacy follower never disagree about when something
+/// happened. RFC 3339 in UTC, to the microsecond.
+struct LogTime<C>(C);
+
+impl<C: reflexio_otel::Clock> tracing_subscriber::fmt::time::FormatTime for LogTime<C> {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match jiff::Timestamp::try_from(self.0.now()) {
+            Ok(t) => write!(w, "{t:.6}"),
+            Err(_) => w.write_str("(the clock is out of range)"),
+        }
+    }
+}
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&rust_log)
+        .ok()
+        .filter(|_| !rust_log.trim().is_empty())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    if !telemetry::sdk_logs_shown(&rust_log)
+        && let Ok(off) = telemetry::SDK_LOGS_OFF.parse()
+    {
+        filter = filter.add_directive(off);
+    }
     tracing_subscriber::fmt()
+        .with_timer(LogTime(reflexio_otel::SystemClock))
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .finish()
+        .with(http_layer::QuietActix)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflexio_otel::ManualClock;
+    use std::time::{Duration, UNIX_EPOCH};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::FormatTime;
+
+    #[test]
+    fn log_lines_are_stamped_by_the_clock_given() {
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_millis(1_767_225_600_250));
+        let mut line = String::new();
+        LogTime(clock.clone())
+            .format_time(&mut Writer::new(&mut line))
+            .expect("formatted");
+        assert_eq!(line, "2026-01-01T00:00:00.250000Z");
+        clock.advance(Duration::from_secs(90));
+        line.clear();
+        LogTime(clock)
+            .format_time(&mut Writer::new(&mut line))
+            .expect("formatted");
+        assert_eq!(line, "2026-01-01T00:01:30.250000Z");
+    }
 }

@@ -1,41 +1,37 @@
-//! Clients ingest concurrently while the bridge is killed with `kill -9`: after a restart,
-//! every event acknowledged with 202 is counted.
+//! Acknowledged means stored: clients ingest concurrently while the bridge is killed with
+//! `kill -9`, five times over one store, and after each restart every event acknowledged with 202
+//! is counted. A file size limit (`RLIMIT_FSIZE`) reached by the store is a full store, not a
+//! killed process.
 
 mod common;
 
 use common::{Bridge, fact};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 const CLIENTS: usize = 4;
 const BATCH: usize = 50;
+const KILLS: usize = 5;
 
-#[test]
-fn every_acknowledged_event_survives_kill_9() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("metrics.db");
-    let store_arg = store.to_str().expect("path").to_owned();
-    // A long flush interval: only the durable path can have written the events.
-    let bridge = Bridge::start(&["--store", &store_arg, "--flush-interval", "1h"]);
+/// Ingests from `CLIENTS` threads until the bridge has acknowledged `until` facts, kills it
+/// with SIGKILL, and returns the facts acknowledged.
+fn ingest_then_kill(bridge: Bridge, until: u64) -> u64 {
     let url = bridge.url("/v1/events");
     let body = Value::Array((0..BATCH).map(|i| fact(i % 10 == 0, 0.97)).collect()).to_string();
-
     let acked = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let (url, body) = (url.clone(), body.clone());
-            let (acked, sent, stop) = (acked.clone(), sent.clone(), stop.clone());
+            let (acked, stop) = (acked.clone(), stop.clone());
             std::thread::spawn(move || {
                 let http = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .expect("client");
                 while !stop.load(Ordering::Relaxed) {
-                    sent.fetch_add(1, Ordering::Relaxed);
                     let response = http
                         .post(&url)
                         .header("content-type", "application/json")
@@ -53,34 +49,111 @@ fn every_acknowledged_event_survives_kill_9() {
             })
         })
         .collect();
-
     // Kill it while batches are in flight.
     assert!(common::eventually(Duration::from_secs(20), || {
-        acked.load(Ordering::Relaxed) >= 2000
+        acked.load(Ordering::Relaxed) >= until
     }));
     bridge.kill();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().expect("client");
     }
-    let acked = acked.load(Ordering::Relaxed);
-    let sent = sent.load(Ordering::Relaxed) * BATCH as u64;
+    acked.load(Ordering::Relaxed)
+}
 
-    let restarted = Bridge::start(&["--store", &store_arg]);
+#[test]
+fn every_acknowledged_event_survives_kill_9_again_and_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let store_arg = store.to_str().expect("path").to_owned();
+    // A long flush interval: only the durable path can have written the events.
+    let args = ["--store", &store_arg, "--flush-interval", "1h"];
+    let mut acked = 0;
+    let mut stored = 0;
+    for round in 1..=KILLS {
+        let bridge = Bridge::start(&args);
+        // What the previous rounds stored is still there.
+        assert_eq!(bridge.scrape()["reflexio_facts_total"] as u64, stored);
+        acked += ingest_then_kill(bridge, 1000);
+
+        let restarted = Bridge::start(&args);
+        let v = restarted.scrape();
+        restarted.kill();
+        let now = v["reflexio_facts_total"] as u64;
+        println!("round {round}: {acked} facts acknowledged in all, {now} stored");
+        assert!(
+            now >= acked,
+            "round {round}: acknowledged {acked}, stored only {now}"
+        );
+        // At most the batches in flight when the bridge died were committed without an answer.
+        assert!(
+            now <= acked + (KILLS * CLIENTS * BATCH) as u64,
+            "round {round}: {now} > {acked} + in flight"
+        );
+        assert_eq!(now % BATCH as u64, 0, "a batch was recorded in part");
+        assert_eq!(v["reflexio_hallucinated_facts_total"] as u64, now / 10);
+        // Batches committed without an answer count from now on as acknowledged.
+        acked = now;
+        stored = now;
+    }
+}
+
+#[test]
+fn a_file_size_limit_makes_the_store_full_instead_of_killing_the_bridge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let store_arg = store.to_str().expect("path");
+    // 1 MiB: the store's first file and its write-ahead log fit, a few hundred batches do not.
+    let bridge = Bridge::start_under(
+        &["prlimit", "--fsize=1048576", "--"],
+        &["--store", store_arg, "--flush-interval", "1h"],
+        &[],
+    );
+    let body = Value::Array((0..BATCH).map(|i| fact(i % 10 == 0, 0.97)).collect()).to_string();
+    let http = reqwest::blocking::Client::new();
+    let mut acked = 0u64;
+    let mut refusal = None;
+    for _ in 0..5000 {
+        let response = http
+            .post(bridge.url("/v1/events"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the bridge died after {acked} facts ({e}):\n{}",
+                    bridge.log_text()
+                )
+            });
+        match response.status().as_u16() {
+            202 => acked += BATCH as u64,
+            status => {
+                let retry = response.headers().get("retry-after").cloned();
+                refusal = Some((status, retry, response.json::<Value>().expect("JSON")));
+                break;
+            }
+        }
+    }
+    let (status, retry, body) = refusal.expect("the store never filled up");
+    assert_eq!(status, 503, "{body}");
+    assert!(retry.is_some(), "503 without Retry-After");
+    assert_eq!(body["kind"], json!("full"), "{body}");
+    // Alive, and saying why it is not ready.
+    assert_eq!(bridge.get("/healthz", None).0, 200);
+    let (status, _, ready) = bridge.get("/readyz", None);
+    let ready: Value = serde_json::from_str(&ready).expect("JSON");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["store"]["kind"], json!("full"), "{ready}");
+    assert!(
+        bridge.log_text().contains("full"),
+        "nothing logged:\n{}",
+        bridge.log_text()
+    );
+    assert!(bridge.terminate().success());
+
+    // Without the limit, everything acknowledged is there.
+    let restarted = Bridge::start(&["--store", store_arg]);
     let stored = restarted.scrape()["reflexio_facts_total"] as u64;
-    println!("{acked} facts acknowledged, {stored} stored, {sent} sent");
-    assert!(
-        stored >= acked,
-        "acknowledged {acked}, stored only {stored}"
-    );
-    // At most the batches in flight when the bridge died were committed without an answer.
-    assert!(
-        stored <= acked + (CLIENTS * BATCH) as u64,
-        "{stored} > {acked} + in flight"
-    );
-    assert_eq!(stored % BATCH as u64, 0, "a batch was recorded in part");
-    assert_eq!(
-        restarted.scrape()["reflexio_hallucinated_facts_total"] as u64,
-        stored / 10
-    );
+    println!("{acked} facts acknowledged before the store was full, {stored} stored");
+    assert!(stored >= acked, "acknowledged {acked}, stored {stored}");
 }

@@ -1,12 +1,12 @@
-//! The real binary on a free loopback port: ingest and exact values, bad requests,
-//! authentication, readiness, the command line, and graceful shutdown.
+//! The real binary on a free loopback port: ingest and exact values, authentication,
+//! readiness, time edges, the command line, and graceful shutdown. Bad requests have their own
+//! suite (`malformed.rs`).
 
 mod common;
 
 use common::{BIN, Bridge, fact};
 use reflexio_otel::{Recorder, StoreOptions};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -171,398 +171,6 @@ fn each_verdict_of_an_ingested_fact_counts_in_its_own_figures_only() {
     }
 }
 
-/// One bad request: what to send, and the status, index and field expected back.
-struct Bad {
-    what: &'static str,
-    body: Vec<u8>,
-    content_type: Option<&'static str>,
-    token: Option<&'static str>,
-    status: u16,
-    index: Option<usize>,
-    field: Option<&'static str>,
-}
-
-fn bad(
-    what: &'static str,
-    body: impl Into<Vec<u8>>,
-    status: u16,
-    index: Option<usize>,
-    field: Option<&'static str>,
-) -> Bad {
-    Bad {
-        what,
-        body: body.into(),
-        content_type: Some("application/json"),
-        token: Some(TOKEN),
-        status,
-        index,
-        field,
-    }
-}
-
-fn fact_with(key: &str, value: Value) -> String {
-    let mut f = fact(false, 0.9);
-    f[key] = value;
-    json!([{"type":"digest"}, f]).to_string()
-}
-
-fn bad_requests() -> Vec<Bad> {
-    let future = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(2)).to_string();
-    let mut cases = vec![
-        bad(
-            "truncated JSON",
-            r#"[{"type":"digest"},{"type":"#,
-            400,
-            Some(1),
-            Some("type"),
-        ),
-        bad(
-            "malformed JSON",
-            r#"[{"type":"digest"} {"type":"digest"}]"#,
-            400,
-            None,
-            None,
-        ),
-        bad("not an array", r#"{"type":"digest"}"#, 400, None, None),
-        bad(
-            "trailing garbage",
-            r#"[{"type":"digest"}] junk"#,
-            400,
-            None,
-            None,
-        ),
-        bad(
-            "an event that is not an object",
-            r#"[{"type":"digest"}, 42]"#,
-            400,
-            Some(1),
-            None,
-        ),
-        bad(
-            "boolean as a number",
-            fact_with("hallucinated", json!(1)),
-            400,
-            Some(1),
-            Some("hallucinated"),
-        ),
-        bad(
-            "boolean as a string",
-            fact_with("atomic", json!("yes")),
-            400,
-            Some(1),
-            Some("atomic"),
-        ),
-        bad(
-            "NaN as a string",
-            fact_with("citation_coverage", json!("NaN")),
-            400,
-            Some(1),
-            Some("citation_coverage"),
-        ),
-        bad(
-            "Infinity as a string",
-            fact_with("citation_coverage", json!("Infinity")),
-            400,
-            Some(1),
-            Some("citation_coverage"),
-        ),
-        bad(
-            "a number beyond f64",
-            r#"[{"type":"fact","hallucinated":false,"atomic":true,"citation_coverage":1e999}]"#,
-            400,
-            Some(0),
-            Some("citation_coverage"),
-        ),
-        bad(
-            "coverage above 1",
-            fact_with("citation_coverage", json!(1.5)),
-            400,
-            Some(1),
-            Some("citation_coverage"),
-        ),
-        bad(
-            "coverage below 0",
-            fact_with("citation_coverage", json!(-0.01)),
-            400,
-            Some(1),
-            Some("citation_coverage"),
-        ),
-        bad(
-            "confidence above 1",
-            fact_with("cove", json!({"confidence": 2, "rounds": 1})),
-            400,
-            Some(1),
-            Some("cove.confidence"),
-        ),
-        bad(
-            "zero rounds",
-            fact_with("cove", json!({"confidence": 0.5, "rounds": 0})),
-            400,
-            Some(1),
-            Some("cove.rounds"),
-        ),
-        bad(
-            "too many rounds",
-            fact_with("cove", json!({"confidence": 0.5, "rounds": 1001})),
-            400,
-            Some(1),
-            Some("cove.rounds"),
-        ),
-        bad(
-            "negative rounds",
-            fact_with("cove", json!({"confidence": 0.5, "rounds": -1})),
-            400,
-            Some(1),
-            Some("cove.rounds"),
-        ),
-        bad(
-            "unknown field in cove",
-            fact_with("cove", json!({"confidence": 0.5, "rounds": 1, "x": 1})),
-            400,
-            Some(1),
-            Some("cove.x"),
-        ),
-        bad(
-            "negative deleted records",
-            r#"[{"type":"retention","table":"facts","deleted_records":-5}]"#,
-            400,
-            Some(0),
-            Some("deleted_records"),
-        ),
-        bad(
-            "fractional deleted records",
-            r#"[{"type":"retention","table":"facts","deleted_records":1.5}]"#,
-            400,
-            Some(0),
-            Some("deleted_records"),
-        ),
-        bad(
-            "empty table name",
-            r#"[{"type":"retention","table":"","deleted_records":1}]"#,
-            400,
-            Some(0),
-            Some("table"),
-        ),
-        bad(
-            "control character in a name",
-            "[{\"type\":\"lock_acquired\",\"name\":\"a\\nb\",\"holder\":\"w\"}]",
-            400,
-            Some(0),
-            Some("name"),
-        ),
-        bad(
-            "unknown event type",
-            r#"[{"type":"meeting"}]"#,
-            400,
-            Some(0),
-            Some("type"),
-        ),
-        bad(
-            "missing type",
-            r#"[{"hallucinated":true}]"#,
-            400,
-            Some(0),
-            None,
-        ),
-        bad(
-            "missing field",
-            r#"[{"type":"fact","hallucinated":false},{"type":"retention","table":"facts"}]"#,
-            400,
-            Some(1),
-            Some("deleted_records"),
-        ),
-        bad(
-            "unknown field",
-            r#"[{"type":"digest","colour":"red"}]"#,
-            400,
-            Some(0),
-            Some("colour"),
-        ),
-        bad(
-            "field of another type",
-            r#"[{"type":"digest","table":"facts"}]"#,
-            400,
-            Some(0),
-            Some("table"),
-        ),
-        bad(
-            "threshold out of range",
-            r#"[{"type":"cove_config","enabled":true,"threshold":7}]"#,
-            400,
-            Some(0),
-            Some("threshold"),
-        ),
-        bad(
-            "negative pid",
-            r#"[{"type":"lock_acquired","name":"n","holder":"h","pid":-1}]"#,
-            400,
-            Some(0),
-            Some("pid"),
-        ),
-        bad(
-            "time that is not RFC 3339",
-            r#"[{"type":"digest","time":"yesterday"}]"#,
-            400,
-            Some(0),
-            Some("time"),
-        ),
-        bad(
-            "time two hours ahead",
-            format!(r#"[{{"type":"digest"}},{{"type":"digest","time":"{future}"}}]"#),
-            400,
-            Some(1),
-            Some("time"),
-        ),
-        bad(
-            "releasing a lock nobody holds",
-            r#"[{"type":"digest"},{"type":"lock_released","name":"n","holder":"h"}]"#,
-            400,
-            Some(1),
-            Some("name"),
-        ),
-        bad(
-            "acquiring one lock twice",
-            r#"[{"type":"lock_acquired","name":"n","holder":"h"},{"type":"lock_acquired","name":"n","holder":"h"}]"#,
-            400,
-            Some(1),
-            Some("name"),
-        ),
-        bad(
-            "body over the limit",
-            format!("[{}]", vec![r#"{"type":"digest"}"#; 6000].join(",")),
-            413,
-            None,
-            None,
-        ),
-    ];
-    let ndjson = |what, body: &'static [u8], index, field| Bad {
-        content_type: Some("application/x-ndjson"),
-        ..bad(what, body, 400, index, field)
-    };
-    cases.extend([
-        ndjson(
-            "a bad NDJSON line",
-            b"{\"type\":\"digest\"}\n{\"type\":\"digest\",}\n",
-            Some(1),
-            None,
-        ),
-        ndjson(
-            "NDJSON that is not UTF-8",
-            b"{\"type\":\"digest\"}\n\xff\xfe\n",
-            None,
-            None,
-        ),
-        Bad {
-            content_type: Some("text/plain"),
-            ..bad(
-                "wrong content type",
-                r#"[{"type":"digest"}]"#,
-                415,
-                None,
-                None,
-            )
-        },
-        Bad {
-            content_type: None,
-            ..bad("no content type", r#"[{"type":"digest"}]"#, 415, None, None)
-        },
-        Bad {
-            token: None,
-            ..bad("no token", r#"[{"type":"digest"}]"#, 401, None, None)
-        },
-        Bad {
-            token: Some("guess"),
-            ..bad("wrong token", r#"[{"type":"digest"}]"#, 401, None, None)
-        },
-    ]);
-    cases
-}
-
-/// The exposition without what requests themselves change.
-fn recorded(bridge: &Bridge) -> BTreeMap<String, f64> {
-    bridge
-        .scrape_with(Some(TOKEN))
-        .into_iter()
-        .filter(|(k, _)| {
-            !k.starts_with("reflexio_ingest_requests_total") && !k.starts_with("reflexio_store_")
-        })
-        .collect()
-}
-
-#[test]
-fn bad_requests_get_a_clear_error_and_change_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("metrics.db");
-    let token = token_file(dir.path());
-    let bridge = Bridge::start(&[
-        "--store",
-        store.to_str().expect("path"),
-        "--auth-token-file",
-        &token,
-        "--body-limit",
-        "64KiB",
-    ]);
-    let seed =
-        json!([fact(true, 0.9), {"type":"lock_acquired","name":"daily_digest","holder":"w1"}]);
-    let client = reqwest::blocking::Client::new();
-    let (status, _) = bridge.post(seed.to_string(), "application/json", Some(TOKEN));
-    assert_eq!(status, 202);
-    let before = recorded(&bridge);
-
-    let cases = bad_requests();
-    assert!(cases.len() >= 20);
-    for case in &cases {
-        let mut req = client
-            .post(bridge.url("/v1/events"))
-            .body(case.body.clone());
-        if let Some(ct) = case.content_type {
-            req = req.header("content-type", ct);
-        }
-        if let Some(t) = case.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().expect("POST");
-        let status = resp.status().as_u16();
-        let www_auth = resp.headers().contains_key("www-authenticate");
-        let text = resp.text().expect("body");
-        let body: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: not a JSON error ({e}): {text}", case.what));
-        assert_eq!(status, case.status, "{}: {body}", case.what);
-        let message = body["error"].as_str().unwrap_or_default();
-        assert!(
-            !message.is_empty(),
-            "{}: no error message: {body}",
-            case.what
-        );
-        assert_eq!(
-            body["index"].as_u64().map(|i| i as usize),
-            case.index,
-            "{}: {body}",
-            case.what
-        );
-        assert_eq!(body["field"].as_str(), case.field, "{}: {body}", case.what);
-        assert_eq!(www_auth, status == 401, "{}", case.what);
-        assert!(!message.contains(TOKEN), "{}: the token leaked", case.what);
-    }
-    assert_eq!(
-        recorded(&bridge),
-        before,
-        "a refused request changed a value"
-    );
-    let counts = bridge.scrape_with(Some(TOKEN));
-    for (outcome, status) in [
-        ("invalid", 400),
-        ("too_large", 413),
-        ("unsupported_media_type", 415),
-        ("unauthorized", 401),
-    ] {
-        let expected = cases.iter().filter(|c| c.status == status).count() as f64;
-        let series = format!("reflexio_ingest_requests_total{{outcome=\"{outcome}\"}}");
-        assert_eq!(counts[&series], expected, "{series}");
-    }
-    assert!(!bridge.log_text().contains(TOKEN), "the token was logged");
-}
-
 #[test]
 fn the_token_guards_ingest_and_scrapes_unless_metrics_are_public() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -601,10 +209,11 @@ fn readiness_follows_the_store() {
     let (status, _, body) = bridge.get("/readyz", None);
     assert_eq!(status, 503, "{body}");
     let body: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["store"]["kind"], json!("corrupt"), "{body}");
     assert!(
         body["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("corrupt")),
+            .is_some_and(|r| r.contains("damaged")),
         "{body}"
     );
     assert_eq!(bridge.get("/healthz", None).0, 200);
@@ -632,6 +241,112 @@ fn readiness_follows_the_store() {
             .0,
         202
     );
+}
+
+#[test]
+fn readiness_shows_details_only_with_the_token() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    std::fs::write(&store, vec![7u8; 4096]).expect("a damaged store");
+    let token = token_file(dir.path());
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let bridge = Bridge::start(&[
+        "--store",
+        store.to_str().expect("path"),
+        "--auth-token-file",
+        &token,
+    ]);
+    let dir_name = dir.path().to_str().expect("path");
+    let raw_sqlite = "file is not a database";
+    for offered in [None, Some("a-wrong-token-of-some-length")] {
+        let (status, _, text) = bridge.get("/readyz", offered);
+        assert_eq!(status, 503, "{text}");
+        let body: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(body["store"]["kind"], json!("corrupt"), "{body}");
+        assert!(
+            body["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{body}"
+        );
+        assert!(!text.contains(dir_name), "the path is shown: {text}");
+        assert!(
+            !text.contains(raw_sqlite),
+            "SQLite's message is shown: {text}"
+        );
+    }
+    let (status, _, text) = bridge.get("/readyz", Some(TOKEN));
+    assert_eq!(status, 503, "{text}");
+    let body: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["store"]["kind"], json!("corrupt"), "{body}");
+    assert_eq!(
+        body["store"]["path"],
+        json!(store.to_str().expect("path")),
+        "{body}"
+    );
+    assert!(
+        body["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(raw_sqlite)),
+        "{body}"
+    );
+    // The log has the details.
+    let log = bridge.log_text();
+    assert!(log.contains(raw_sqlite) && log.contains(dir_name), "{log}");
+}
+
+#[test]
+fn a_weak_token_file_is_warned_about_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let store = store.to_str().expect("path");
+    let token = dir.path().join("token");
+    let token_arg = token.to_str().expect("path");
+    let world_readable = "readable by every user";
+    let short = "shorter than 16 bytes";
+
+    std::fs::write(&token, "short\n").expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let bridge = Bridge::start(&["--store", store, "--auth-token-file", token_arg]);
+    let log = bridge.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains(world_readable)),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains(short)),
+        "{log}"
+    );
+    assert!(!log.contains("short\n") && !log.contains("=short"), "{log}");
+    drop(bridge);
+
+    std::fs::write(&token, format!("{}\n", "k".repeat(32))).expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let bridge = Bridge::start(&["--store", store, "--auth-token-file", token_arg]);
+    let log = bridge.log_text();
+    assert!(
+        !log.contains(world_readable) && !log.contains(short),
+        "{log}"
+    );
+}
+
+#[test]
+fn time_edges_of_rfc_3339_are_read_as_documented() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&["--store", store.to_str().expect("path")]);
+    let events = json!([
+        {"type":"digest","time":"2026-06-30T23:59:60Z"},
+        {"type":"digest","time":"2026-06-30T23:59:59.123456789012Z"},
+        {"type":"digest","time":"2026-06-30t23:59:59z"},
+        {"type":"digest","time":"2026-07-01T02:59:59+23:00"},
+        {"type":"digest","time":"2026-06-30T23:59:59-00:00"},
+    ]);
+    let (status, body) = bridge.post(events.to_string(), "application/json", None);
+    assert_eq!((status, &body), (202, &json!({"accepted": 5})));
+    assert_eq!(bridge.scrape()["reflexio_digests_total"], 5.0);
 }
 
 #[test]
@@ -691,8 +406,12 @@ fn help_lists_every_setting() {
         "--public-metrics",
         "--insecure-no-auth",
         "--body-limit",
+        "--body-timeout",
+        "--max-ingest-bodies",
         "--flush-interval",
         "--stale-lock-after",
+        "--evict-locks-after",
+        "--integrity-check-interval",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_SERVICE_NAME",
         "OTEL_RESOURCE_ATTRIBUTES",
@@ -710,7 +429,7 @@ fn invalid_settings_exit_with_code_2_naming_the_setting() {
     std::fs::write(&config, "otlp_interval = \"soon\"\n").expect("write");
     let config = config.to_str().expect("path");
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case<'_>; 8] = [
+    let cases: [Case<'_>; 10] = [
         (&["serve", "--listen", "nowhere"], &[], "--listen"),
         (
             &["serve", "--otlp-interval", "fast"],
@@ -734,6 +453,12 @@ fn invalid_settings_exit_with_code_2_naming_the_setting() {
             "--otlp-protocol",
         ),
         (&["serve", "--body-limit", "huge"], &[], "--body-limit"),
+        (&["serve", "--body-timeout", "0s"], &[], "--body-timeout"),
+        (
+            &["serve"],
+            &[("REFLEXIO_BRIDGE_MAX_INGEST_BODIES", "0")],
+            "--max-ingest-bodies",
+        ),
         (
             &["serve", "--listen", "0.0.0.0:0"],
             &[],

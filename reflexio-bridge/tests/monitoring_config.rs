@@ -59,49 +59,48 @@ fn rules(file: &str) -> Vec<(String, Yaml)> {
     out
 }
 
+/// The rule files and their unit tests, with the number of rules in each.
+const RULE_FILES: [(&str, usize); 4] = [
+    ("reflexio-alerts.yml", 10),
+    ("reflexio-recording.yml", 20),
+    ("reflexio-fleet-alerts.yml", 3),
+    ("reflexio-push.yml", 1),
+];
+
 #[test]
 fn promtool_checks_the_rules_and_runs_their_unit_tests() {
     let rules_dir = dir().join("rules");
-    let checked = run(
-        "promtool",
-        &[
-            "check",
-            "rules",
-            "reflexio-alerts.yml",
-            "reflexio-recording.yml",
-        ],
-        &rules_dir,
-    );
-    assert!(checked.contains("SUCCESS: 10 rules found"), "{checked}");
-    assert!(checked.contains("SUCCESS: 13 rules found"), "{checked}");
-    let tested = run(
-        "promtool",
-        &[
-            "test",
-            "rules",
-            "reflexio-alerts.test.yml",
-            "reflexio-recording.test.yml",
-        ],
-        &rules_dir.join("tests"),
-    );
-    assert_eq!(tested.matches("SUCCESS").count(), 2, "{tested}");
+    let files: Vec<&str> = RULE_FILES.iter().map(|(f, _)| *f).collect();
+    let mut args = vec!["check", "rules"];
+    args.extend(&files);
+    let checked = run("promtool", &args, &rules_dir);
+    for (file, count) in RULE_FILES {
+        let expected = format!("Checking {file}\n  SUCCESS: {count} rules found");
+        assert!(checked.contains(&expected), "{file}: {checked}");
+    }
+    let tests: Vec<String> = files
+        .iter()
+        .map(|f| f.replace(".yml", ".test.yml"))
+        .collect();
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let tested = run("promtool", &args, &rules_dir.join("tests"));
+    assert_eq!(tested.matches("SUCCESS").count(), files.len(), "{tested}");
 
     // Every alert and every recording rule has unit tests.
-    let tests = std::fs::read_to_string(rules_dir.join("tests/reflexio-alerts.test.yml"))
-        .expect("read")
-        + &std::fs::read_to_string(rules_dir.join("tests/reflexio-recording.test.yml"))
-            .expect("read");
-    for (name, _) in rules("rules/reflexio-alerts.yml") {
-        assert!(
-            tests.contains(&format!("alertname: {name}\n")),
-            "no unit test for {name}"
-        );
-    }
-    for (name, _) in rules("rules/reflexio-recording.yml") {
-        assert!(
-            tests.contains(&format!("expr: {name}\n")),
-            "no unit test for {name}"
-        );
+    let tests: String = tests
+        .iter()
+        .map(|t| std::fs::read_to_string(rules_dir.join("tests").join(t)).expect("read"))
+        .collect();
+    for file in files {
+        for (name, rule) in rules(&format!("rules/{file}")) {
+            let tested = if rule["alert"].is_badvalue() {
+                tests.contains(&format!("expr: {name}\n"))
+            } else {
+                tests.contains(&format!("alertname: {name}\n"))
+            };
+            assert!(tested, "no unit test for {name}");
+        }
     }
 }
 
@@ -168,7 +167,7 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
         .as_str()
         .expect("description");
     assert!(text.contains("below the 95% alert threshold"), "{text}");
-    // Rates and means need samples.
+    // Rates and means need samples, counted by the denominator of each figure.
     for (name, guard) in [
         (
             "HighHallucinationRate",
@@ -183,10 +182,14 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
             "reflexio_cove_verified_facts_24h >= 100",
         ),
     ] {
+        let rule = find(name);
         assert!(
-            find(name)["expr"].as_str().expect("expr").contains(guard),
+            rule["expr"].as_str().expect("expr").contains(guard),
             "{name}"
         );
+        // A restart of a few seconds neither resolves a firing quality alert nor pages again.
+        assert_eq!(rule["keep_firing_for"].as_str(), Some("10m"), "{name}");
+        assert_eq!(rule["labels"]["scope"].as_str(), Some("instance"), "{name}");
     }
     for bridge in [
         "ReflexioBridgeDown",
@@ -198,16 +201,18 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
         find(bridge);
     }
     // No delta() of a window, no rate() or increase() of a gauge, no quantile of a non-histogram.
-    for file in ["rules/reflexio-alerts.yml", "rules/reflexio-recording.yml"] {
-        for (name, rule) in rules(file) {
+    for (file, _) in RULE_FILES {
+        for (name, rule) in rules(&format!("rules/{file}")) {
             let expr = rule["expr"].as_str().expect("expr");
             assert!(!expr.contains("delta("), "{name}: {expr}");
-            for window in ["_24h[", "_7d[", "_24h{", "_7d{"] {
-                assert!(
-                    !(expr.contains("rate(") || expr.contains("increase("))
-                        || !expr.contains(window),
-                    "{name} applies rate/increase to a window gauge: {expr}"
-                );
+            for function in ["rate(", "increase("] {
+                for applied in expr.split(function).skip(1) {
+                    let series = applied.split(['[', ')']).next().expect("an argument");
+                    assert!(
+                        !series.ends_with("_24h") && !series.ends_with("_7d"),
+                        "{name} applies {function} to a window gauge: {expr}"
+                    );
+                }
             }
             if expr.contains("histogram_quantile") {
                 assert!(expr.contains("_bucket["), "{name}: {expr}");
@@ -217,17 +222,175 @@ fn the_alerts_are_the_guides_with_its_mistakes_fixed() {
 }
 
 #[test]
-fn fleet_rules_pool_instead_of_averaging_ratios() {
-    for (name, rule) in rules("rules/reflexio-recording.yml") {
+fn the_fleet_alerts_guard_the_pooled_denominator_and_keep_firing() {
+    let alerts = rules("rules/reflexio-fleet-alerts.yml");
+    let expected = [
+        (
+            "FleetHighHallucinationRate",
+            "reflexio:hallucination_rate:ratio24h > 0.005",
+            "reflexio:assessed_facts:increase24h >= 200",
+            "5m",
+            "critical",
+        ),
+        (
+            "FleetLowCitationCoverage",
+            "reflexio:citation_coverage:mean24h < 0.95",
+            "reflexio:citation_assessed_facts:increase24h >= 100",
+            "10m",
+            "warning",
+        ),
+        (
+            "FleetLowCoVeConfidence",
+            "reflexio:cove_confidence:mean24h < 0.70",
+            "reflexio:cove_verified_facts:increase24h >= 100",
+            "10m",
+            "warning",
+        ),
+    ];
+    assert_eq!(alerts.len(), expected.len());
+    let recorded: BTreeSet<String> = rules("rules/reflexio-recording.yml")
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let instance_alerts = rules("rules/reflexio-alerts.yml");
+    for (name, figure, guard, for_, severity) in expected {
+        let (_, rule) = alerts
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no alert {name}"));
         let expr = rule["expr"].as_str().expect("expr");
-        assert!(!expr.contains("avg("), "{name} averages: {expr}");
+        assert!(
+            expr.contains(figure) && expr.contains(guard),
+            "{name}: {expr}"
+        );
+        for series in [figure, guard] {
+            let series = series.split(' ').next().expect("a name");
+            assert!(recorded.contains(series), "{series} is not recorded");
+        }
+        assert_eq!(rule["for"].as_str(), Some(for_), "{name}");
+        assert_eq!(rule["keep_firing_for"].as_str(), Some("10m"), "{name}");
+        assert_eq!(rule["labels"]["severity"].as_str(), Some(severity));
+        assert_eq!(rule["labels"]["scope"].as_str(), Some("fleet"));
+        // The per-instance alert of the same SLO, which Alertmanager holds back meanwhile.
+        let slo = rule["labels"]["slo"].as_str().expect("slo");
+        let instance = instance_alerts
+            .iter()
+            .filter(|(_, r)| r["labels"]["slo"].as_str() == Some(slo))
+            .count();
+        assert_eq!(instance, 1, "{slo}");
+    }
+    let am = yaml("alertmanager.yml");
+    let inhibits = am["inhibit_rules"].as_vec().expect("inhibit_rules");
+    let fleet = inhibits
+        .iter()
+        .find(|r| {
+            r["source_matchers"]
+                .as_vec()
+                .is_some_and(|m| m.iter().any(|m| m.as_str() == Some("scope=\"fleet\"")))
+        })
+        .expect("the fleet alerts hold back the per-instance ones");
+    let equal: Vec<&str> = fleet["equal"]
+        .as_vec()
+        .expect("equal")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(equal, ["dc", "slo"]);
+}
+
+#[test]
+fn fleet_rules_pool_the_window_gauges() {
+    // Every figure is a sum of window gauges, or a ratio of two such sums recorded above it,
+    // guarded against a zero denominator; never increase() over raw counters (which misses
+    // what a series appears with and extrapolates), never a mean of ratios.
+    let mut recorded = BTreeSet::new();
+    for (name, rule) in rules("rules/reflexio-recording.yml") {
+        let expr = rule["expr"].as_str().expect("expr").trim();
         assert!(name.starts_with("reflexio:"), "{name}");
-        if expr.contains(" / ") {
-            let (num, den) = expr.split_once(" / ").expect("ratio");
-            assert!(num.trim_start().starts_with("sum("), "{name}: {expr}");
-            assert!(den.trim_start().starts_with("(sum("), "{name}: {expr}");
+        assert!(!expr.contains("avg("), "{name} averages: {expr}");
+        assert!(!expr.contains("increase("), "{name}: {expr}");
+        if let Some((num, den)) = expr.split_once(" / ") {
+            let den = den
+                .strip_prefix('(')
+                .and_then(|d| d.strip_suffix(" > 0)"))
+                .unwrap_or_else(|| panic!("{name}: unguarded denominator: {expr}"));
+            for part in [num.trim(), den.trim()] {
+                assert!(
+                    recorded.contains(part),
+                    "{name}: {part} is not a recorded sum"
+                );
+            }
+        } else if let Some(gauge) = expr.strip_prefix("sum(").and_then(|e| e.strip_suffix(')')) {
+            assert!(
+                gauge.ends_with("_24h")
+                    || gauge.ends_with("_7d")
+                    || gauge == "reflexio_stale_locks",
+                "{name}: {expr}"
+            );
+            recorded.insert(name.clone());
+        } else {
+            assert_eq!(name, "reflexio:cove_confidence:p10_1h", "{expr}");
         }
     }
+    // The names the dashboard and earlier rules used are kept.
+    for name in [
+        "reflexio:facts:increase24h",
+        "reflexio:assessed_facts:increase24h",
+        "reflexio:hallucination_rate:ratio24h",
+        "reflexio:citation_coverage:mean24h",
+        "reflexio:atomicity_violations:increase24h",
+        "reflexio:cove_verified_facts:increase24h",
+        "reflexio:cove_confidence:mean24h",
+        "reflexio:cove_verification_rounds:mean24h",
+        "reflexio:retention_errors:increase7d",
+        "reflexio:stale_locks:sum",
+    ] {
+        assert!(
+            rules("rules/reflexio-recording.yml")
+                .iter()
+                .any(|(n, _)| n == name),
+            "{name}"
+        );
+    }
+}
+
+/// `promtool check config [--agent]` of a shipped Prometheus configuration, laid out as the
+/// compose file does (the token file where `credentials_file` says, the rule files beside it).
+fn promtool_check_config(file: &str, agent: bool) -> String {
+    let docs = dir();
+    let work = tempfile::tempdir().expect("tempdir");
+    let token = work.path().join("reflexio_token");
+    std::fs::write(&token, "token\n").expect("token");
+    let text = std::fs::read_to_string(docs.join(file)).expect("read");
+    let text = text.replace("/run/secrets/reflexio_token", token.to_str().expect("path"));
+    std::fs::write(work.path().join(file), text).expect("write");
+    std::fs::create_dir(work.path().join("rules")).expect("mkdir");
+    for (rules, _) in RULE_FILES {
+        std::fs::copy(
+            docs.join("rules").join(rules),
+            work.path().join("rules").join(rules),
+        )
+        .expect("copy");
+    }
+    let mut args = vec!["check", "config"];
+    if agent {
+        args.push("--agent");
+    }
+    args.push(file);
+    run("promtool", &args, work.path())
+}
+
+/// The `rule_files` a configuration loads, without their directory.
+fn rule_files_of(config: &Yaml) -> Vec<String> {
+    config["rule_files"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let f = f.as_str().expect("a path");
+            f.strip_prefix("rules/").expect("under rules/").to_owned()
+        })
+        .collect()
 }
 
 #[test]
@@ -238,29 +401,24 @@ fn promtool_accepts_the_prometheus_configuration() {
         &["check", "config", "--syntax-only", "prometheus.yml"],
         &docs,
     );
-    // A full check reads the token file and the rule files: lay them out as the compose file does.
-    let work = tempfile::tempdir().expect("tempdir");
-    let token = work.path().join("reflexio_token");
-    std::fs::write(&token, "token\n").expect("token");
     let text = std::fs::read_to_string(docs.join("prometheus.yml")).expect("read");
     assert!(text.contains("credentials_file: /run/secrets/reflexio_token"));
-    let text = text.replace("/run/secrets/reflexio_token", token.to_str().expect("path"));
-    std::fs::write(work.path().join("prometheus.yml"), text).expect("write");
-    std::fs::create_dir(work.path().join("rules")).expect("mkdir");
-    for file in ["reflexio-alerts.yml", "reflexio-recording.yml"] {
-        std::fs::copy(
-            docs.join("rules").join(file),
-            work.path().join("rules").join(file),
-        )
-        .expect("copy");
-    }
-    let checked = run(
-        "promtool",
-        &["check", "config", "prometheus.yml"],
-        work.path(),
-    );
-    assert!(checked.contains("SUCCESS: 2 rule files found"), "{checked}");
+    let checked = promtool_check_config("prometheus.yml", false);
+    assert!(checked.contains("SUCCESS: 3 rule files found"), "{checked}");
     let config = yaml("prometheus.yml");
+    assert_eq!(
+        rule_files_of(&config),
+        [
+            "reflexio-recording.yml",
+            "reflexio-alerts.yml",
+            "reflexio-fleet-alerts.yml"
+        ]
+    );
+    // Federated series, remote-written samples and alerts say which Prometheus they come from.
+    assert_eq!(
+        config["global"]["external_labels"]["dc"].as_str(),
+        Some("dc1")
+    );
     let jobs = config["scrape_configs"].as_vec().expect("scrape_configs");
     let reflexio = jobs
         .iter()
@@ -271,6 +429,81 @@ fn promtool_accepts_the_prometheus_configuration() {
         Some("/metrics/prometheus")
     );
     assert!(!config["alerting"]["alertmanagers"].is_badvalue());
+    // The remote-write example gives each store its own path.
+    for (store, path) in [
+        ("VictoriaMetrics (single node)", ":8428/api/v1/write"),
+        ("Thanos Receive", "/api/v1/receive"),
+        ("Grafana Mimir", "/api/v1/push"),
+        (
+            "Prometheus (started with --web.enable-remote-write-receiver)",
+            "/api/v1/write",
+        ),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(store))
+            .unwrap_or_else(|| panic!("prometheus.yml does not name {store}"));
+        assert!(line.trim_end().ends_with(path), "{line}");
+    }
+}
+
+#[test]
+fn the_push_and_federation_configurations_load_with_their_rules() {
+    // The agent scrapes and remote-writes; it refuses rule files, so it has none.
+    promtool_check_config("prometheus-agent.yml", true);
+    let agent = yaml("prometheus-agent.yml");
+    assert!(agent["rule_files"].is_badvalue());
+    assert!(agent["alerting"].is_badvalue());
+    assert_eq!(
+        agent["global"]["external_labels"]["dc"].as_str(),
+        Some("dc1")
+    );
+    let url = agent["remote_write"][0]["url"].as_str().expect("url");
+    assert!(url.ends_with("/api/v1/write"), "{url}");
+    let job = &agent["scrape_configs"][0];
+    assert_eq!(job["job_name"].as_str(), Some("reflexio"));
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics/prometheus"));
+
+    // The central Prometheus evaluates everything, plus the "no data" alert of push set-ups.
+    let checked = promtool_check_config("prometheus-central.yml", false);
+    assert!(checked.contains("SUCCESS: 4 rule files found"), "{checked}");
+    let central = yaml("prometheus-central.yml");
+    assert!(rule_files_of(&central).contains(&"reflexio-push.yml".to_owned()));
+    let jobs = central["scrape_configs"].as_vec().expect("scrape_configs");
+    assert!(
+        jobs.iter()
+            .all(|j| j["job_name"].as_str() != Some("reflexio"))
+    );
+
+    // The global Prometheus federates the window gauges with their `dc` and pools them.
+    let checked = promtool_check_config("prometheus-global.yml", false);
+    assert!(checked.contains("SUCCESS: 2 rule files found"), "{checked}");
+    let global = yaml("prometheus-global.yml");
+    assert_eq!(
+        rule_files_of(&global),
+        ["reflexio-recording.yml", "reflexio-fleet-alerts.yml"]
+    );
+    let federate = global["scrape_configs"]
+        .as_vec()
+        .expect("scrape_configs")
+        .iter()
+        .find(|j| j["metrics_path"].as_str() == Some("/federate"))
+        .expect("a federation job");
+    assert_eq!(federate["honor_labels"].as_bool(), Some(true));
+    let matches: Vec<&str> = federate["params"]["match[]"]
+        .as_vec()
+        .expect("match[]")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        matches.contains(&r#"{__name__=~"reflexio_.+_(24h|7d)"}"#),
+        "{matches:?}"
+    );
+    assert!(
+        matches.iter().all(|m| !m.contains("reflexio:")),
+        "federating the datacenters' rule outputs would pool them twice: {matches:?}"
+    );
 }
 
 #[test]
@@ -331,7 +564,7 @@ fn the_dashboard_uses_the_current_model_and_the_sla_thresholds() {
         .iter()
         .filter_map(|v| v["name"].as_str())
         .collect();
-    assert_eq!(variables, BTreeSet::from(["datasource", "instance"]));
+    assert_eq!(variables, BTreeSet::from(["datasource", "job", "instance"]));
     for p in panels.iter().filter(|p| p["type"] != "row") {
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
         for t in p["targets"].as_array().expect("targets") {
@@ -339,8 +572,8 @@ fn the_dashboard_uses_the_current_model_and_the_sla_thresholds() {
             let expr = t["expr"].as_str().expect("expr");
             if expr.starts_with("reflexio_") && !expr.starts_with("reflexio:") {
                 assert!(
-                    expr.contains("$instance"),
-                    "{}: {expr} ignores $instance",
+                    expr.contains("$instance") && expr.contains("job=~\"$job\""),
+                    "{}: {expr} ignores $job or $instance",
                     p["title"]
                 );
             }
@@ -439,6 +672,24 @@ fn the_collector_configuration_is_complete() {
         }
     }
     assert!(!c["exporters"]["prometheus"]["endpoint"].is_badvalue());
+    // The current schema: the collector's own metrics through a pull reader on the port
+    // Prometheus' otel-collector job scrapes (the old `address` key is rejected since 0.128),
+    // and no `batch` processor (being removed).
+    let telemetry = &c["service"]["telemetry"]["metrics"];
+    assert!(telemetry["address"].is_badvalue(), "deprecated address key");
+    let reader = &telemetry["readers"][0]["pull"]["exporter"]["prometheus"];
+    assert_eq!(reader["host"].as_str(), Some("0.0.0.0"));
+    assert_eq!(reader["port"].as_i64(), Some(8888));
+    assert!(c["processors"]["batch"].is_badvalue());
+    let compose = yaml("docker-compose.monitoring.yml");
+    let image = compose["services"]["otel-collector"]["image"]
+        .as_str()
+        .expect("image");
+    let minor: u32 = image
+        .rsplit_once(":0.")
+        .and_then(|(_, v)| v.split('.').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{image} is not a 0.x release"));
+    assert!(minor >= 128, "{image} predates the readers schema");
 }
 
 #[test]
@@ -540,8 +791,13 @@ fn the_guide_covers_every_file() {
         std::fs::read_to_string(dir().join("../monitoring.md")).expect("docs/monitoring.md");
     for file in [
         "prometheus.yml",
+        "prometheus-agent.yml",
+        "prometheus-central.yml",
+        "prometheus-global.yml",
         "reflexio-alerts.yml",
         "reflexio-recording.yml",
+        "reflexio-fleet-alerts.yml",
+        "reflexio-push.yml",
         "alertmanager.yml",
         "otel-collector.yaml",
         "docker-compose.monitoring.yml",
@@ -560,6 +816,8 @@ fn the_guide_covers_every_file() {
         "SLA",
         "federation",
         "remote write",
+        "agent",
+        "external_labels",
     ] {
         assert!(
             guide.to_lowercase().contains(&section.to_lowercase()),

@@ -1,184 +1,21 @@
 //! OTLP push against real receivers built from `opentelemetry-proto`: a tonic `MetricsService`
-//! server and an HTTP endpoint decoding `ExportMetricsServiceRequest` with prost. Without a
-//! receiver, scrapes and ingest keep working and the failures are counted.
+//! server and an HTTP endpoint decoding `ExportMetricsServiceRequest` with prost, in the clear
+//! and over TLS with client certificates and gzip. Without a receiver, scrapes and ingest keep
+//! working, the failures are counted, and an outage is logged once when it starts and once when
+//! it ends.
 
 mod common;
 
-use common::{Bridge, eventually, fact};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
-use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
-use prost::Message;
-use reflexio_otel::contract::{self, MetricKind};
-use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc;
-use std::time::Duration;
-
-/// Everything a receiver got, by metric name: the latest request's metric.
-#[derive(Default)]
-struct Received {
-    requests: usize,
-    metrics: BTreeMap<String, opentelemetry_proto::tonic::metrics::v1::Metric>,
-    service: Option<String>,
-}
-
-impl Received {
-    fn take(&mut self, req: ExportMetricsServiceRequest) {
-        self.requests += 1;
-        for rm in req.resource_metrics {
-            if let Some(r) = &rm.resource {
-                for kv in &r.attributes {
-                    if kv.key == "service.name" {
-                        self.service = Some(format!("{:?}", kv.value));
-                    }
-                }
-            }
-            for sm in rm.scope_metrics {
-                for m in sm.metrics {
-                    self.metrics.insert(m.name.clone(), m);
-                }
-            }
-        }
-    }
-
-    /// The sum of a counter's or gauge's data points.
-    fn value(&self, name: &str) -> f64 {
-        let points = match self.metrics.get(name).and_then(|m| m.data.as_ref()) {
-            Some(Data::Sum(s)) => &s.data_points,
-            Some(Data::Gauge(g)) => &g.data_points,
-            other => panic!("{name}: {other:?}"),
-        };
-        points
-            .iter()
-            .map(|p| match p.value {
-                Some(Value::AsInt(v)) => v as f64,
-                Some(Value::AsDouble(v)) => v,
-                None => 0.0,
-            })
-            .sum()
-    }
-
-    fn histogram_count(&self, name: &str) -> u64 {
-        match self.metrics.get(name).and_then(|m| m.data.as_ref()) {
-            Some(Data::Histogram(h)) => h.data_points.iter().map(|p| p.count).sum(),
-            other => panic!("{name}: {other:?}"),
-        }
-    }
-}
-
-/// Every metric the bridge exports with a store and an OTLP collector, by OTLP name.
-fn expected() -> BTreeSet<&'static str> {
-    contract::ALL
-        .iter()
-        .chain(contract::STORE)
-        .chain(contract::BRIDGE)
-        .map(|m| m.instrument)
-        .collect()
-}
-
-/// A batch that makes every metric exist: facts with CoVe, a retention run, locks, config.
-fn full_batch() -> String {
-    let mut events: Vec<_> = (0..10).map(|i| fact(i == 0, 0.98)).collect();
-    events.extend([
-        json!({"type":"transcription"}),
-        json!({"type":"digest"}),
-        json!({"type":"retention","table":"facts","deleted_records":7,"dry_run":false,"error":null}),
-        json!({"type":"lock_acquired","name":"daily_digest","holder":"worker-1"}),
-        json!({"type":"cove_config","enabled":true,"threshold":0.7}),
-    ]);
-    serde_json::Value::Array(events).to_string()
-}
-
-/// Facts only, to send as often as needed.
-fn facts_batch() -> String {
-    serde_json::Value::Array((0..10).map(|i| fact(i == 0, 0.98)).collect()).to_string()
-}
-
-/// Waits until the receiver has every expected metric with the batch's values.
-fn check(rx: &mpsc::Receiver<ExportMetricsServiceRequest>) -> Received {
-    let mut got = Received::default();
-    let complete = |got: &Received| {
-        expected().iter().all(|n| got.metrics.contains_key(*n))
-            && got.value("reflexio_facts") == 10.0
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !complete(&got) && std::time::Instant::now() < deadline {
-        if let Ok(req) = rx.recv_timeout(Duration::from_millis(200)) {
-            got.take(req);
-        }
-    }
-    let missing: Vec<_> = expected()
-        .into_iter()
-        .filter(|n| !got.metrics.contains_key(*n))
-        .collect();
-    assert!(missing.is_empty(), "not received over OTLP: {missing:?}");
-    for m in contract::ALL
-        .iter()
-        .chain(contract::STORE)
-        .chain(contract::BRIDGE)
-    {
-        let data = got.metrics[m.instrument].data.as_ref();
-        let ok = match m.kind {
-            MetricKind::Counter => matches!(data, Some(Data::Sum(s)) if s.is_monotonic),
-            MetricKind::Gauge => matches!(data, Some(Data::Gauge(_))),
-            MetricKind::Histogram => matches!(data, Some(Data::Histogram(_))),
-        };
-        assert!(ok, "{} arrived as {data:?}", m.instrument);
-    }
-    assert_eq!(got.value("reflexio_facts"), 10.0);
-    assert_eq!(got.value("reflexio_hallucination_rate_24h"), 0.1);
-    assert_eq!(got.value("reflexio_retention_deleted_records"), 7.0);
-    assert_eq!(got.value("reflexio_active_locks"), 1.0);
-    assert_eq!(got.histogram_count("reflexio_cove_confidence"), 10);
-    assert_eq!(
-        got.service.as_deref(),
-        Some("Some(AnyValue { value: Some(StringValue(\"reflexio-bridge\")) })")
-    );
-    got
-}
-
-struct GrpcReceiver(mpsc::Sender<ExportMetricsServiceRequest>);
-
-#[tonic::async_trait]
-impl MetricsService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let _ = self.0.send(request.into_inner());
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
+use common::otlp::{Certs, Receiver, check, collect, facts_batch, full_batch, path};
+use common::{BIN, Bridge, eventually};
+use std::time::{Duration, Instant};
 
 #[test]
 fn a_grpc_collector_receives_every_contract_metric() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let incoming = rt
-        .block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            std::io::Result::Ok(tonic::transport::server::TcpIncoming::from(listener))
-        })
-        .expect("listen");
-    let port = incoming.local_addr().expect("addr").port();
-    let (tx, rx) = mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(MetricsServiceServer::new(GrpcReceiver(tx)))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            }),
-    );
-
+    let receiver = Receiver::grpc(None, 0);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("metrics.db");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let bridge = Bridge::start(&[
         "--store",
         store.to_str().expect("path"),
@@ -191,8 +28,9 @@ fn a_grpc_collector_receives_every_contract_metric() {
     ]);
     let (status, body) = bridge.post(full_batch(), "application/json", None);
     assert_eq!(status, 202, "{body}");
-    let got = check(&rx);
+    let got = check(&receiver.rx);
     assert!(got.requests >= 1);
+    assert_eq!(got.gzip, 0, "compressed without being asked to");
     // The receiver has a push a moment before the bridge sees the answer and counts it.
     assert!(eventually(Duration::from_secs(5), || {
         bridge.scrape()["reflexio_otlp_exports_total"] >= 1.0
@@ -200,63 +38,21 @@ fn a_grpc_collector_receives_every_contract_metric() {
     assert_eq!(bridge.scrape()["reflexio_otlp_export_errors_total"], 0.0);
 
     // On SIGTERM the bridge pushes once more before it exits.
-    while rx.try_recv().is_ok() {}
+    while receiver.rx.try_recv().is_ok() {}
     assert!(bridge.terminate().success());
     assert!(
-        rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        receiver.rx.recv_timeout(Duration::from_secs(5)).is_ok(),
         "no final push"
     );
-    let _ = stop.send(());
-    rt.block_on(server).expect("join").expect("server");
 }
 
 #[test]
 fn an_http_collector_receives_every_contract_metric() {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let (tx, rx) = mpsc::channel();
-    let (ready, server) = mpsc::channel();
-    let receiver = std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let tx = web::Data::new(std::sync::Mutex::new(tx));
-            let server = HttpServer::new(move || {
-                App::new().app_data(tx.clone()).route(
-                    "/v1/metrics",
-                    web::post().to(
-                        |body: web::Bytes,
-                         tx: web::Data<std::sync::Mutex<mpsc::Sender<_>>>,
-                         req: actix_web::HttpRequest| async move {
-                            assert_eq!(
-                                req.headers()
-                                    .get("content-type")
-                                    .and_then(|v| v.to_str().ok()),
-                                Some("application/x-protobuf")
-                            );
-                            let decoded = ExportMetricsServiceRequest::decode(body)
-                                .expect("an OTLP protobuf request");
-                            let _ = tx.lock().expect("lock").send(decoded);
-                            HttpResponse::Ok()
-                                .content_type("application/x-protobuf")
-                                .body(ExportMetricsServiceResponse::default().encode_to_vec())
-                        },
-                    ),
-                )
-            })
-            .workers(1)
-            .disable_signals()
-            .bind("127.0.0.1:0")
-            .expect("bind");
-            let port = server.addrs()[0].port();
-            let server = server.run();
-            let _ = ready.send((port, server.handle()));
-            server.await
-        })
-    });
-    let (port, handle) = server.recv().expect("receiver started");
-
+    let receiver = Receiver::http(None, 0);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("metrics.db");
     // The base endpoint comes from the standard variable; /v1/metrics is appended.
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
     let bridge = Bridge::start_with_env(
         &["--store", store.to_str().expect("path")],
         &[
@@ -267,10 +63,302 @@ fn an_http_collector_receives_every_contract_metric() {
     );
     let (status, body) = bridge.post(full_batch(), "application/json", None);
     assert_eq!(status, 202, "{body}");
-    check(&rx);
-    drop(bridge);
-    actix_web::rt::System::new().block_on(handle.stop(false));
-    receiver.join().expect("join").expect("server");
+    let got = check(&receiver.rx);
+    assert_eq!(got.gzip, 0, "compressed without being asked to");
+}
+
+/// Both transports over TLS, the collector requiring a client certificate, with gzip: the CA
+/// and the certificates are generated here.
+#[test]
+fn pushes_go_over_tls_with_client_certificates_and_gzip_on_both_transports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(dir.path(), "good");
+    let grpc = Receiver::grpc(Some(&certs), 0);
+    let http = Receiver::http(Some(&certs), 0);
+    let mut env = certs.bridge_env();
+    env.push(("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bridges: Vec<(&str, Bridge, &Receiver)> = [
+        // gRPC takes host:port and picks TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+        ("grpc", format!("localhost:{}", grpc.port), &grpc),
+        (
+            "http/protobuf",
+            format!("https://localhost:{}", http.port),
+            &http,
+        ),
+    ]
+    .into_iter()
+    .map(|(protocol, endpoint, receiver)| {
+        let store = dir
+            .path()
+            .join(format!("{}.db", protocol.replace('/', "-")));
+        let bridge = Bridge::start_with_env(
+            &[
+                "--store",
+                store.to_str().expect("path"),
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--otlp-interval",
+                "200ms",
+            ],
+            &env,
+        );
+        (protocol, bridge, receiver)
+    })
+    .collect();
+    for (protocol, bridge, receiver) in &bridges {
+        let (status, body) = bridge.post(full_batch(), "application/json", None);
+        assert_eq!(status, 202, "{body}");
+        let got = collect(&receiver.rx, Duration::from_secs(20), |g| g.complete());
+        got.assert_complete(protocol);
+        assert_eq!(
+            got.gzip, got.requests,
+            "{protocol}: not every push was gzip"
+        );
+        assert!(
+            bridge.log_text().contains("OTLP over TLS"),
+            "{protocol}: {}",
+            bridge.log_text()
+        );
+        assert!(eventually(Duration::from_secs(5), || {
+            bridge.scrape()["reflexio_otlp_exports_total"] >= 1.0
+        }));
+        assert_eq!(bridge.scrape()["reflexio_otlp_export_errors_total"], 0.0);
+    }
+}
+
+/// A collector whose certificate the configured CA did not sign: every push fails, is counted,
+/// and the one log line says why.
+#[test]
+fn a_collector_signed_by_another_ca_is_refused_clearly_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let collector = Certs::generate(dir.path(), "collector");
+    let other = Certs::generate(dir.path(), "other");
+    let grpc = Receiver::grpc(Some(&collector), 0);
+    let http = Receiver::http(Some(&collector), 0);
+    for (protocol, endpoint) in [
+        ("grpc", format!("https://127.0.0.1:{}", grpc.port)),
+        ("http/protobuf", format!("https://127.0.0.1:{}", http.port)),
+    ] {
+        let store = dir
+            .path()
+            .join(format!("{}.db", protocol.replace('/', "-")));
+        let bridge = Bridge::start_with_env(
+            &[
+                "--store",
+                store.to_str().expect("path"),
+                "--otlp-endpoint",
+                &endpoint,
+                "--otlp-protocol",
+                protocol,
+                "--otlp-interval",
+                "100ms",
+            ],
+            &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &path(&other.ca))],
+        );
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                bridge.scrape()["reflexio_otlp_export_errors_total"] >= 2.0
+            }),
+            "{protocol}: failures not counted"
+        );
+        assert_eq!(bridge.scrape()["reflexio_otlp_exports_total"], 0.0);
+        let log = bridge.log_text();
+        let failed: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("OTLP push failed"))
+            .collect();
+        assert_eq!(failed.len(), 1, "{protocol}: {log}");
+        assert!(
+            failed[0].contains("certificate") && failed[0].contains("UnknownIssuer"),
+            "{protocol}: the log line does not say why: {}",
+            failed[0]
+        );
+    }
+    assert!(grpc.rx.try_recv().is_err() && http.rx.try_recv().is_err());
+}
+
+/// A bridge that exits at once: its exit code and standard error.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"]);
+    for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start reflexio-bridge");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the bridge did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Counters continue from the store across restarts, but the SDK starts every series at
+/// process start: the first delta after a restart would be the lifetime total. The bridge
+/// refuses delta and lowmemory at start instead.
+#[test]
+fn delta_and_lowmemory_temporality_are_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let args = [
+        "--store",
+        store.to_str().expect("path"),
+        "--otlp-endpoint",
+        "http://127.0.0.1:9",
+    ];
+    for value in ["delta", "LowMemory"] {
+        let (code, stderr) = run_to_exit(
+            &args,
+            &[("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", value)],
+        );
+        assert_eq!(code, Some(2), "{value}: {stderr}");
+        assert!(
+            stderr.contains("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+                && stderr.contains("cumulative")
+                && stderr.contains("restart"),
+            "{value}: {stderr}"
+        );
+    }
+    // Cumulative is what the bridge pushes anyway.
+    let bridge = Bridge::start_with_env(
+        &args,
+        &[(
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+            "cumulative",
+        )],
+    );
+    assert!(bridge.terminate().success());
+}
+
+#[test]
+fn otel_sdk_disabled_stops_the_push_and_the_scrape_goes_on() {
+    let receiver = Receiver::http(None, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let bridge = Bridge::start_with_env(
+        &[
+            "--store",
+            store.to_str().expect("path"),
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-interval",
+            "100ms",
+        ],
+        &[("OTEL_SDK_DISABLED", "TRUE")],
+    );
+    let (status, body) = bridge.post(full_batch(), "application/json", None);
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        receiver.rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "pushed although OTEL_SDK_DISABLED=true"
+    );
+    let scraped = bridge.scrape();
+    assert_eq!(scraped["reflexio_facts_total"], 10.0);
+    assert!(!scraped.contains_key("reflexio_otlp_exports_total"));
+    assert!(
+        bridge
+            .log_text()
+            .contains("OTLP push off (OTEL_SDK_DISABLED=true)"),
+        "{}",
+        bridge.log_text()
+    );
+    assert!(bridge.terminate().success());
+
+    // Any other value than true or false is refused.
+    let (code, stderr) = run_to_exit(
+        &["--store", store.to_str().expect("path")],
+        &[("OTEL_SDK_DISABLED", "yes")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("invalid OTEL_SDK_DISABLED"), "{stderr}");
+}
+
+/// A 10-second outage of the collector, on both transports: one line when pushes start
+/// failing, one when they succeed again, and nothing else: the SDK's own repeated warnings
+/// and errors stay out of the log.
+#[test]
+fn a_collector_outage_is_logged_once_down_and_once_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut receivers = vec![
+        ("grpc", Receiver::grpc(None, 0)),
+        ("http/protobuf", Receiver::http(None, 0)),
+    ];
+    let bridges: Vec<Bridge> = receivers
+        .iter()
+        .map(|(protocol, receiver)| {
+            let store = dir
+                .path()
+                .join(format!("{}.db", protocol.replace('/', "-")));
+            Bridge::start(&[
+                "--store",
+                store.to_str().expect("path"),
+                "--otlp-endpoint",
+                &format!("http://127.0.0.1:{}", receiver.port),
+                "--otlp-protocol",
+                protocol,
+                "--otlp-interval",
+                "200ms",
+            ])
+        })
+        .collect();
+    let pushed = |bridge: &Bridge, at_least: f64| {
+        eventually(Duration::from_secs(10), || {
+            bridge.scrape()["reflexio_otlp_exports_total"] >= at_least
+        })
+    };
+    for bridge in &bridges {
+        assert!(pushed(bridge, 1.0), "{}", bridge.log_text());
+    }
+    let ports: Vec<u16> = receivers.iter().map(|(_, r)| r.port).collect();
+    receivers.clear();
+    let down = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    let errors: Vec<f64> = bridges
+        .iter()
+        .map(|b| b.scrape()["reflexio_otlp_export_errors_total"])
+        .collect();
+    let exports: Vec<f64> = bridges
+        .iter()
+        .map(|b| b.scrape()["reflexio_otlp_exports_total"])
+        .collect();
+    let _receivers = [
+        Receiver::grpc(None, ports[0]),
+        Receiver::http(None, ports[1]),
+    ];
+    for ((bridge, errors), exports) in bridges.iter().zip(errors).zip(exports) {
+        assert!(errors >= 10.0, "only {errors} failed pushes in 10 s");
+        assert!(pushed(bridge, exports + 1.0), "{}", bridge.log_text());
+    }
+    let outage = down.elapsed();
+    for bridge in &bridges {
+        let log = bridge.log_text();
+        let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        assert_eq!(count("OTLP push failed"), 1, "{log}");
+        assert_eq!(count("OTLP pushes succeed again"), 1, "{log}");
+        let loud: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        assert_eq!(loud.len(), 1, "a {outage:?} outage: {loud:#?}");
+    }
 }
 
 #[test]

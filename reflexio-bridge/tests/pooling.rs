@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Bridge, Prometheus, eventually};
+use common::{Bridge, Server, eventually, query, value};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -133,12 +133,10 @@ fn pooled_queries_over_two_bridges_equal_the_truth_of_all_their_events() {
     send(0, true);
     send(1, true);
     let addrs: Vec<&str> = bridges.iter().map(|b| b.addr.as_str()).collect();
-    let prometheus = Prometheus::start(&addrs);
+    let prometheus = Server::prometheus(&addrs);
     let scraped = |expr: &str, expected: f64| {
         eventually(Duration::from_secs(30), || {
-            prometheus
-                .query(expr)
-                .is_ok_and(|r| r.len() == 1 && r[0].1 == expected)
+            query(prometheus.port, expr).is_ok_and(|r| r.len() == 1 && value(&r[0]) == expected)
         })
     };
     assert!(
@@ -201,9 +199,9 @@ fn pooled_queries_over_two_bridges_equal_the_truth_of_all_their_events() {
         ("sum(reflexio_cove_verification_rounds_sum_24h)", rounds),
         ("sum(reflexio_retention_errors_7d)", errors_7d),
     ] {
-        let got = prometheus.query(expr).expect("query");
+        let got = query(prometheus.port, expr).expect("query");
         assert_eq!(got.len(), 1, "{expr}");
-        assert_eq!(got[0].1, expected, "{expr}");
+        assert_eq!(value(&got[0]), expected, "{expr}");
     }
 
     // Every documented query, against the truth.
@@ -234,16 +232,16 @@ fn pooled_queries_over_two_bridges_equal_the_truth_of_all_their_events() {
     .into_iter()
     .collect();
     let documented = documented_queries();
-    for query in &documented {
+    for expr in &documented {
         let expected = truth
-            .get(query.as_str())
-            .unwrap_or_else(|| panic!("no truth for the documented query {query}"));
-        let got = prometheus.query(query).expect("query");
-        assert_eq!(got.len(), 1, "{query}");
+            .get(expr.as_str())
+            .unwrap_or_else(|| panic!("no truth for the documented query {expr}"));
+        let got = query(prometheus.port, expr).expect("query");
+        assert_eq!(got.len(), 1, "{expr}");
+        let got = value(&got[0]);
         assert!(
-            (got[0].1 - expected).abs() <= 1e-12 * expected.abs().max(1.0),
-            "{query}: {} != {expected}",
-            got[0].1
+            (got - expected).abs() <= 1e-12 * expected.abs().max(1.0),
+            "{expr}: {got} != {expected}"
         );
     }
     assert_eq!(documented.len(), truth.len(), "{documented:?}");
@@ -272,7 +270,7 @@ fn pooled_queries_over_two_bridges_equal_the_truth_of_all_their_events() {
         ),
     ] {
         let same = format!("{ratio} == {numerator} / {denominator}");
-        let got = prometheus.query(&same).expect("query");
+        let got = query(prometheus.port, &same).expect("query");
         assert_eq!(got.len(), 2, "{same}: {got:?}");
     }
 }

@@ -453,6 +453,16 @@ spec!(
 );
 
 spec!(
+    EVICTED_LOCKS,
+    "reflexio_evicted_locks",
+    "reflexio_evicted_locks_total",
+    Counter,
+    "{lock}",
+    [],
+    "Locks evicted: held past the eviction age (default 24 times the stale threshold), or held longest when the lock table was full, by a holder not known to be alive."
+);
+
+spec!(
     CLOCK_BACKWARD_JUMPS,
     "reflexio_clock_backward_jumps",
     "reflexio_clock_backward_jumps_total",
@@ -496,7 +506,7 @@ spec!(
     Counter,
     "{flush}",
     [KIND_LABEL],
-    "Failed flushes (or failed attempts to open the store), by kind of error."
+    "Failed flushes (or failed attempts to open or check the store), by kind of error."
 );
 
 spec!(
@@ -518,6 +528,15 @@ spec!(
     "Events committed through POST /v1/events."
 );
 spec!(
+    HTTP_MALFORMED_REQUESTS,
+    "reflexio_http_malformed_requests",
+    "reflexio_http_malformed_requests_total",
+    Counter,
+    "{request}",
+    [],
+    "Requests the HTTP layer refused before any endpoint saw them: malformed request line, headers, Content-Length or Transfer-Encoding, too many headers, too long a URL, or a head that did not arrive in time."
+);
+spec!(
     OTLP_EXPORTS,
     "reflexio_otlp_exports",
     "reflexio_otlp_exports_total",
@@ -537,11 +556,11 @@ spec!(
 );
 
 /// The label of `reflexio_ingest_requests_total`: `accepted`, `invalid`, `unauthorized`,
-/// `too_large`, `unsupported_media_type` or `unavailable`.
+/// `too_large`, `unsupported_media_type`, `unavailable`, `timed_out` or `overloaded`.
 pub const OUTCOME_LABEL: &str = "outcome";
 
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
-/// `incompatible`, `io` or `other`.
+/// `incompatible`, `io`, `gone` or `other`.
 pub const KIND_LABEL: &str = "kind";
 
 /// The label naming what the bridge reads of an existing deployment: one of its tables
@@ -632,12 +651,14 @@ pub const ALL: &[MetricSpec] = &[
     COVE_CONFIDENCE_SUM_24H,
     COVE_VERIFICATION_ROUNDS_SUM_24H,
     ATOMICITY_ASSESSED_FACTS,
+    EVICTED_LOCKS,
 ];
 
 /// The metrics `reflexio-bridge` exports besides a recorder's.
 pub const BRIDGE: &[MetricSpec] = &[
     INGEST_REQUESTS,
     INGEST_EVENTS,
+    HTTP_MALFORMED_REQUESTS,
     OTLP_EXPORTS,
     OTLP_EXPORT_ERRORS,
 ];

@@ -76,6 +76,12 @@ pub enum DurableError {
         /// The checkpoint.
         key: String,
     },
+    /// Every lock slot is held by a live process.
+    #[error("{limit} locks are held already")]
+    TooManyLocks {
+        /// The limit.
+        limit: usize,
+    },
     /// The batch could not be committed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -97,19 +103,22 @@ pub enum StoreErrorKind {
     Incompatible,
     /// The file cannot be opened or read.
     Io,
+    /// The file was deleted or replaced while in use.
+    Gone,
     /// Anything else.
     Other,
 }
 
 impl StoreErrorKind {
     /// Every kind, in the order of the `kind` label values.
-    pub const ALL: [StoreErrorKind; 7] = [
+    pub const ALL: [StoreErrorKind; 8] = [
         StoreErrorKind::Busy,
         StoreErrorKind::Full,
         StoreErrorKind::ReadOnly,
         StoreErrorKind::Corrupt,
         StoreErrorKind::Incompatible,
         StoreErrorKind::Io,
+        StoreErrorKind::Gone,
         StoreErrorKind::Other,
     ];
 
@@ -122,6 +131,7 @@ impl StoreErrorKind {
             StoreErrorKind::Corrupt => "corrupt",
             StoreErrorKind::Incompatible => "incompatible",
             StoreErrorKind::Io => "io",
+            StoreErrorKind::Gone => "gone",
             StoreErrorKind::Other => "other",
         }
     }
@@ -179,6 +189,11 @@ impl StoreError {
     /// The store's file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What went wrong, without the path and the kind.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -244,6 +259,7 @@ mod tests {
                 "corrupt",
                 "incompatible",
                 "io",
+                "gone",
                 "other"
             ]
         );

@@ -16,6 +16,13 @@ pub const MAX_ROUNDS: u32 = 1_000;
 /// The longest [`Name`], in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 
+/// The most records one retention run may report: 2^53, the largest integer that JSON numbers
+/// (IEEE 754 doubles) and Prometheus values still hold exactly.
+pub(crate) const MAX_DELETED_RECORDS: u64 = 1 << 53;
+
+/// The largest process id: the largest positive `pid_t`.
+pub(crate) const MAX_PID: u32 = i32::MAX as u32;
+
 /// A value that failed validation, and the field it was meant for.
 #[derive(Debug, Clone, PartialEq, Error)]
 #[error("invalid {field}: {problem}")]
@@ -55,6 +62,14 @@ pub enum Problem {
     /// A name holding a control character (newline, tab, NUL, ...).
     #[error("it contains a control character")]
     ControlCharacter,
+    /// A count above its largest allowed value.
+    #[error("{value} is above the largest allowed, {max}")]
+    TooMany {
+        /// The rejected count.
+        value: u64,
+        /// The largest allowed count.
+        max: u64,
+    },
 }
 
 impl ValueError {
@@ -327,7 +342,7 @@ impl Fact {
 pub struct RetentionRun {
     /// The table the job cleaned.
     pub table: Name,
-    /// Records it deleted (or, for a dry run, would have deleted).
+    /// Records it deleted (or, for a dry run, would have deleted): at most 2^53.
     pub deleted_records: u64,
     /// A dry run deletes nothing; its records are not counted as deleted.
     pub dry_run: bool,
@@ -336,8 +351,17 @@ pub struct RetentionRun {
 }
 
 impl RetentionRun {
-    /// A successful, non-dry run.
+    /// A successful, non-dry run. `deleted_records` is at most 2^53.
     pub fn new(table: &str, deleted_records: u64) -> Result<Self, ValueError> {
+        if deleted_records > MAX_DELETED_RECORDS {
+            return Err(ValueError::new(
+                "deleted_records",
+                Problem::TooMany {
+                    value: deleted_records,
+                    max: MAX_DELETED_RECORDS,
+                },
+            ));
+        }
         Ok(Self {
             table: Name::new(table).map_err(|e| e.in_field("table"))?,
             deleted_records,
@@ -397,7 +421,7 @@ pub struct LockEvent {
     pub name: Name,
     /// Who holds it, e.g. `worker-1`.
     pub holder: Name,
-    /// The holder's process id, when known.
+    /// The holder's process id, when known: `1..=2147483647`.
     pub pid: Option<u32>,
     /// The holder's host, when known.
     pub host: Option<Name>,
@@ -412,6 +436,22 @@ impl LockEvent {
             pid: None,
             host: None,
         })
+    }
+
+    /// Sets the holder's process id, which must be a positive `pid_t`: `1..=2147483647`.
+    pub fn with_pid(mut self, pid: u32) -> Result<Self, ValueError> {
+        if !(1..=MAX_PID).contains(&pid) {
+            return Err(ValueError::new(
+                "pid",
+                Problem::OutOfRange {
+                    value: f64::from(pid),
+                    min: 1.0,
+                    max: f64::from(MAX_PID),
+                },
+            ));
+        }
+        self.pid = Some(pid);
+        Ok(self)
     }
 }
 
@@ -568,6 +608,29 @@ mod tests {
             })
         );
         assert_eq!(Event::Digest.fact(), None);
+    }
+
+    #[test]
+    fn counts_and_process_ids_are_bounded() {
+        assert!(RetentionRun::new("facts", MAX_DELETED_RECORDS).is_ok());
+        let err = RetentionRun::new("facts", MAX_DELETED_RECORDS + 1).expect_err("2^53 + 1");
+        assert_eq!(err.field(), "deleted_records");
+        assert_eq!(
+            err.to_string(),
+            "invalid deleted_records: 9007199254740993 is above the largest allowed, \
+             9007199254740992"
+        );
+        assert!(RetentionRun::new("facts", u64::MAX).is_err());
+        let lock = LockEvent::new("n", "h").expect("valid");
+        assert_eq!(lock.clone().with_pid(1).map(|l| l.pid), Ok(Some(1)));
+        assert_eq!(
+            lock.clone().with_pid(2_147_483_647).map(|l| l.pid),
+            Ok(Some(2_147_483_647))
+        );
+        for bad in [0, 2_147_483_648, u32::MAX] {
+            let err = lock.clone().with_pid(bad).expect_err("out of range");
+            assert_eq!(err.field(), "pid");
+        }
     }
 
     #[test]

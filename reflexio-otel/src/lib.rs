@@ -56,10 +56,12 @@
 //! 1. `event`, `clock`, `contract`: the typed events and their validated values, the time
 //!    source, the metric contract — the vocabulary everything else speaks.
 //! 2. `error`: every error past the event boundary.
-//! 3. `model`: value types — window buckets and windows, histogram layouts and counts, process
-//!    locks, totals and table labels, deltas for the store and the changes it returns.
+//! 3. `model`: value types — the rule every count follows (it stops at the largest stored
+//!    integer), window buckets and windows, histogram layouts and counts, process locks and their
+//!    eviction, totals and table labels, deltas for the store and the changes it returns.
 //! 4. `store`: the SQLite store — options and health, schema and migrations, row writes and
-//!    read-back — and its writer thread, which reads from a `store::writer::Source`.
+//!    read-back, the files opened (to notice one deleted or replaced) — and its writer thread,
+//!    which reads from a `store::writer::Source` and checks the file's integrity periodically.
 //! 5. `engine`: the lock-free shards, the shared state, the snapshot, and the engine that
 //!    implements the writer's `Source` and the exporters' `SnapshotSource`.
 //! 6. `export`: the OpenTelemetry instruments (reading a `SnapshotSource`) and the Prometheus

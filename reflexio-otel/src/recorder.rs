@@ -23,6 +23,8 @@ pub struct RecorderBuilder {
     upkeep_interval: Option<Duration>,
     max_future_skew: Duration,
     limits: Limits,
+    /// Set explicitly; else it follows the stale threshold.
+    evict_locks_after: Option<Duration>,
     store: Option<StoreOptions>,
 }
 
@@ -36,8 +38,11 @@ impl Default for RecorderBuilder {
                 max_tables: 32,
                 max_locks: 1024,
                 stale_lock_after: Self::DEFAULT_STALE_LOCK_AFTER,
+                evict_locks_after: Self::DEFAULT_STALE_LOCK_AFTER
+                    * Self::EVICT_LOCKS_AFTER_STALE_TIMES,
                 tables: Vec::new(),
             },
+            evict_locks_after: None,
             store: None,
         }
     }
@@ -50,9 +55,22 @@ impl RecorderBuilder {
     /// The default of [`RecorderBuilder::stale_lock_after`]: 1 hour.
     pub const DEFAULT_STALE_LOCK_AFTER: Duration = Duration::from_secs(3600);
 
+    /// The default eviction age is this many times the stale threshold: a lock left by a
+    /// crashed holder counts as stale (and alerts) for a day by default before it is evicted.
+    pub const EVICT_LOCKS_AFTER_STALE_TIMES: u32 = 24;
+
     /// How long a lock may be held before it counts as stale. Default: 1 hour.
     pub fn stale_lock_after(mut self, after: Duration) -> Self {
         self.limits.stale_lock_after = after;
+        self
+    }
+
+    /// How long a lock may be held by a holder not known to be alive (no pid and host, another
+    /// host, or a process of this host that is gone) before it is evicted: released, and
+    /// counted in `reflexio_evicted_locks_total`. A lock whose holder is a live process of this
+    /// host is never evicted. Default: 24 times [`RecorderBuilder::stale_lock_after`] (1 day).
+    pub fn evict_locks_after(mut self, after: Duration) -> Self {
+        self.evict_locks_after = Some(after);
         self
     }
 
@@ -85,7 +103,10 @@ impl RecorderBuilder {
         Ok(self)
     }
 
-    /// Locks tracked at once; acquiring more is refused. Default: 1024.
+    /// Locks tracked at once. Acquiring one more evicts the lock held longest by a holder not
+    /// known to be alive; if every holder is a live process of this host, it is refused
+    /// ([`RecordError::TooManyLocks`], or the retryable [`DurableError::TooManyLocks`] for a
+    /// durable batch). Default: 1024.
     pub fn max_locks(mut self, max: usize) -> Self {
         self.limits.max_locks = max;
         self
@@ -125,11 +146,17 @@ impl RecorderBuilder {
     /// the recorder records in memory, [`Recorder::store_health`] says why, and the writer
     /// keeps trying.
     pub fn build(self) -> Recorder {
+        let mut limits = self.limits;
+        limits.evict_locks_after = self.evict_locks_after.unwrap_or_else(|| {
+            limits
+                .stale_lock_after
+                .saturating_mul(Self::EVICT_LOCKS_AFTER_STALE_TIMES)
+        });
         let engine = Engine::start(Settings {
             clock: self.clock,
             upkeep_interval: self.upkeep_interval,
             max_future_skew: self.max_future_skew,
-            limits: self.limits,
+            limits,
             store: self.store,
         });
         Recorder {
@@ -183,6 +210,11 @@ impl Recorder {
     /// Starts configuring a recorder.
     pub fn builder() -> RecorderBuilder {
         RecorderBuilder::default()
+    }
+
+    /// The time now, by the recorder's clock.
+    pub fn now(&self) -> SystemTime {
+        self.engine.now()
     }
 
     /// Records `event` now.

@@ -10,7 +10,7 @@ use reflexio_otel::{
     Clock, CoveConfig, DAY_MINUTES, Event, Fact, Fraction, LockEvent, ManualClock,
     PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, TableLabel, WEEK_MINUTES,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[path = "support/exposition.rs"]
@@ -19,6 +19,9 @@ mod exposition;
 const START: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const SKEW: Duration = Duration::from_secs(300);
 const STALE_AFTER: Duration = Duration::from_secs(3600);
+/// The default eviction age: 24 times the stale threshold. The locks here name no pid and host:
+/// their holders are never known to be alive.
+const EVICT_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_TABLES: usize = 3;
 const TABLES: [&str; 5] = ["facts", "digests", "transcriptions", "audio", "logs"];
 
@@ -277,6 +280,9 @@ struct Model {
     digests: u64,
     cove: Option<(CoveConfig, SystemTime)>,
     locks: HashMap<(usize, usize), SystemTime>,
+    /// Locks evicted (their release is accepted), and how many evictions there were.
+    evicted: HashSet<(usize, usize)>,
+    evictions: u64,
     table_order: Vec<usize>,
 }
 
@@ -293,6 +299,21 @@ const CONFIDENCE_BOUNDS: [f64; 11] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.
 const ROUNDS_BOUNDS: [f64; 7] = [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 10.0];
 
 impl Model {
+    /// What a snapshot at `now` does first: evicts the locks held longer than the eviction age.
+    fn evict(&mut self, now: SystemTime) {
+        let expired: Vec<_> = self
+            .locks
+            .iter()
+            .filter(|(_, at)| now.duration_since(**at).is_ok_and(|d| d > EVICT_AFTER))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            self.locks.remove(&k);
+            self.evicted.insert(k);
+            self.evictions += 1;
+        }
+    }
+
     /// Checks a snapshot, and the series `exported` at the same instant.
     fn check(&self, s: &Snapshot, exported: &BTreeMap<String, f64>, now: SystemTime) {
         let head = minute(now);
@@ -421,6 +442,7 @@ impl Model {
             .filter(|&&at| now.duration_since(at).is_ok_and(|d| d > STALE_AFTER))
             .count();
         assert_eq!(s.locks.stale, stale as u64);
+        assert_eq!(s.locks.evicted, self.evictions);
         assert_eq!(s.cove, self.cove.map(|c| c.0));
     }
 }
@@ -519,6 +541,7 @@ fn run(ops: Vec<Op>) {
                     Ok(at) => {
                         assert!(!held, "acquiring a held lock must fail");
                         model.locks.insert((n, h), at);
+                        model.evicted.remove(&(n, h));
                     }
                     Err(RecordError::LockAlreadyHeld { .. }) => assert!(held),
                     Err(RecordError::FutureTime { .. }) => {}
@@ -527,14 +550,21 @@ fn run(ops: Vec<Op>) {
             }
             Op::Release(n, h) => {
                 let result = recorder.record(Event::LockReleased(lock(n, h)));
-                assert_eq!(result.is_ok(), model.locks.remove(&(n, h)).is_some());
+                let released = model.locks.remove(&(n, h)).is_some();
+                assert_eq!(
+                    result.is_ok(),
+                    released || model.evicted.contains(&(n, h)),
+                    "a release is accepted if the lock is held, or was evicted"
+                );
             }
             Op::Check => {
+                model.evict(clock.now());
                 let (snapshot, exported) = collect(&pipeline, &recorder);
                 model.check(&snapshot, &exported, clock.now());
             }
         }
     }
+    model.evict(clock.now());
     let (snapshot, exported) = collect(&pipeline, &recorder);
     model.check(&snapshot, &exported, clock.now());
 }

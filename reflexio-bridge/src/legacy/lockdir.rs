@@ -59,6 +59,10 @@ pub struct LockDir {
     holder: Name,
     /// The invalid files seen at the last poll, so that each is logged and counted once.
     reported: std::collections::HashSet<PathBuf>,
+    /// The files as of the last poll recorded: one unchanged since whose lock is no longer
+    /// held was evicted by the recorder (its process is gone and it is older than the eviction
+    /// age), and is recorded again only once the file changes.
+    recorded: BTreeMap<Name, LockFile>,
 }
 
 impl LockDir {
@@ -68,13 +72,16 @@ impl LockDir {
             dir: dir.into(),
             holder: Name::new(HOLDER).unwrap_or_else(|_| unreachable!("a valid name")),
             reported: Default::default(),
+            recorded: BTreeMap::new(),
         }
     }
 
-    /// The lock files now, by lock name. A missing directory holds no locks.
+    /// The lock files now, by lock name; `now` stands for a file's unreadable time. A missing
+    /// directory holds no locks.
     fn read(
         &mut self,
         counts: &mut LockDirCounts,
+        now: SystemTime,
     ) -> Result<BTreeMap<Name, LockFile>, LockDirError> {
         let err = |source| LockDirError::Read {
             path: self.dir.clone(),
@@ -120,10 +127,7 @@ impl LockDir {
             }
             let Some(name) = name else { continue };
             // A time before 1970 (a broken clock) counts as 1970: the lock is old.
-            let since = meta
-                .modified()
-                .unwrap_or_else(|_| SystemTime::now())
-                .max(UNIX_EPOCH);
+            let since = meta.modified().unwrap_or(now).max(UNIX_EPOCH);
             files.insert(name, LockFile { pid, since });
         }
         self.reported = invalid;
@@ -133,14 +137,15 @@ impl LockDir {
     /// Reads the directory and records what changed since the recorder last saw it.
     pub fn poll(&mut self, recorder: &Recorder) -> Result<LockDirCounts, LockDirError> {
         let mut counts = LockDirCounts::default();
-        let files = self.read(&mut counts)?;
+        // The recorder's clock: the one the locks' times are compared with.
+        let now = recorder.now();
+        let files = self.read(&mut counts, now)?;
         let held: BTreeMap<Name, (Option<u32>, SystemTime)> = recorder
             .held_locks()
             .into_iter()
             .filter(|(lock, _)| lock.holder == self.holder)
             .map(|(lock, at)| (lock.name, (lock.pid, at)))
             .collect();
-        let now = SystemTime::now();
         let release = |name: &Name| {
             let lock = LockEvent {
                 name: name.clone(),
@@ -159,6 +164,8 @@ impl LockDir {
                 }
                 // Taken again, by the same process or another: released, then acquired anew.
                 Some(_) => batch.push(release(name)),
+                // Evicted since it was recorded, and unchanged.
+                None if self.recorded.get(name) == Some(file) => continue,
                 None => {}
             }
             let mut lock = LockEvent::for_this_process(name.as_str(), HOLDER)
@@ -177,6 +184,7 @@ impl LockDir {
                     source,
                 })?;
         }
+        self.recorded = files;
         Ok(counts)
     }
 }

@@ -24,7 +24,7 @@ use reflexio_otel::contract::{self, SOURCE_LABEL};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// What to follow, and how.
 #[derive(Debug, Clone)]
@@ -205,7 +205,7 @@ impl Polling {
         };
         let stats = &self.stats;
         let mut caught_up = Counts::default();
-        let result = follower.poll(SystemTime::now(), &mut |table, counts| {
+        let result = follower.poll(self.recorder.now(), &mut |table, counts| {
             stats.add(table, counts);
             caught_up.add(counts);
         });

@@ -2,8 +2,11 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod otlp;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -26,17 +29,25 @@ impl Bridge {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Bridge {
-        let mut cmd = Command::new(BIN);
+        Self::start_under(&[], args, env)
+    }
+
+    /// Starts the bridge through `wrapper` (a command that runs the rest of its arguments, such
+    /// as `prlimit --fsize=N --`), which must exec it so that the pid is the bridge's.
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Bridge {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve").args(args);
         if !args.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        for var in [
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "OTEL_METRIC_EXPORT_INTERVAL",
-        ] {
+        for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
             cmd.env_remove(var);
         }
         let mut child = cmd
@@ -235,84 +246,204 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Prometheus server on a free loopback port scraping `targets` (`host:port` of bridges, job
-/// `reflexio`) every second, without rules; killed when dropped.
-pub struct Prometheus {
+/// A server process on a free loopback port (Prometheus, Alertmanager, VictoriaMetrics) with
+/// a temporary directory for its files and log; killed when dropped.
+pub struct Server {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
 }
 
-impl Prometheus {
-    /// Starts Debian's `prometheus` and waits until it is ready.
-    pub fn start(targets: &[&str]) -> Prometheus {
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `program` with `args(port, dir)`; waits until `GET /-/ready` answers 200.
+    pub fn start(program: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
+        Server::start_ready(program, "/-/ready", args)
+    }
+
+    /// Starts `program` with `args(port, dir)`; waits until `GET ready` answers 200.
+    pub fn start_ready(
+        program: &str,
+        ready: &str,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new(program)
+            .args(args(port, dir.path()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{program} must be installed (scripts/test installs it): {e}")
+            });
+        let server = Server { child, port, dir };
+        let url = format!("http://127.0.0.1:{port}{ready}");
+        let ready = eventually(Duration::from_secs(30), || {
+            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
+        });
+        assert!(ready, "{program} did not start:\n{}", server.log());
+        server
+    }
+
+    /// Debian's `prometheus` scraping `targets` (`host:port` of bridges, job `reflexio`) every
+    /// second, without rules.
+    pub fn prometheus(targets: &[&str]) -> Server {
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reflexio\n    \
              metrics_path: /metrics/prometheus\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
-        let file = dir.path().join("prometheus.yml");
-        std::fs::write(&file, config).expect("write");
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("prometheus must be installed (scripts/test installs it): {e}")
-            });
-        let server = Prometheus { child, port, dir };
-        let url = format!("http://127.0.0.1:{port}/-/ready");
-        let ready = eventually(Duration::from_secs(30), || {
-            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
-        });
-        assert!(ready, "prometheus did not start:\n{}", server.log());
-        server
+        Server::start("prometheus", move |port, dir| {
+            let file = dir.join("prometheus.yml");
+            std::fs::write(&file, &config).expect("write");
+            vec![
+                format!("--config.file={}", file.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
+}
 
-    /// An instant query: each result's labels and value, or the error Prometheus gives.
-    pub fn query(&self, expr: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
-        let response: serde_json::Value = reqwest::blocking::Client::new()
-            .get(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .query(&[("query", expr)])
-            .send()
-            .and_then(|r| r.json())
-            .map_err(|e| e.to_string())?;
-        if response["status"] != "success" {
-            return Err(response.to_string());
-        }
-        Ok(response["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| {
-                let value = r["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(f64::NAN);
-                (r["metric"].clone(), value)
-            })
-            .collect())
+/// An instant query to the Prometheus-compatible server on `port`: the result vector, or the
+/// error the server gives.
+pub fn query(port: u16, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+    let response: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .and_then(|r| r.json())
+        .map_err(|e| e.to_string())?;
+    if response["status"] != "success" {
+        return Err(response.to_string());
+    }
+    Ok(response["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The value of one sample of a [`query`] result.
+pub fn value(sample: &serde_json::Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric sample")
+}
+
+/// A response read off a raw TCP connection.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON, or why it is not.
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "not a JSON body ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Sends `request` byte for byte on a new connection to `addr` and reads the first response.
+/// The request is written whole before anything is read, and a server that closes early does not
+/// make the write an error: the answer is what counts.
+pub fn raw_exchange(addr: &str, request: &[u8], timeout: Duration) -> Result<RawResponse, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(format!(
+                    "the connection closed before a response head: {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => {
+                return Err(format!(
+                    "read: {e} after {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| format!("no content-length in {head:?}"))?;
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(format!("the body ended early: {head:?}")),
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read body: {e}")),
+        }
     }
+    body.truncate(length);
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The resident set size of a process, in KiB, from `/proc`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }

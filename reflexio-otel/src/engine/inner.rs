@@ -20,6 +20,7 @@ use crate::store::health::StoreHealth;
 use crate::store::options::StoreOptions;
 use crate::store::writer::{Prune, Source, Writer};
 use arc_swap::ArcSwap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,8 @@ fn nanos_since_epoch(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// The engine of one recorder: shared by its handles, the upkeep thread, the store writer (as
+/// its `Source`) and the OpenTelemetry callbacks (as their `SnapshotSource`).
 pub(crate) struct Engine {
     clock: Arc<dyn Clock>,
     max_future_skew: Duration,
@@ -117,13 +120,15 @@ impl Engine {
         self.refresh_at(self.clock.now())
     }
 
-    /// Moves the windows to `now` and takes in what the shards gathered.
+    /// Moves the windows to `now`, evicts the locks held too long, and takes in what the shards
+    /// gathered.
     fn absorb(&self, state: &mut State, now: SystemTime) {
         state.observe_clock(now);
         let now = self.now_at_least_latest(now);
         self.latest_now
             .fetch_max(nanos_since_epoch(now), Ordering::Relaxed);
         state.advance(minute_of(now).unwrap_or(0));
+        state.evict_locks(now);
         let drained = self.shards.drain(|m, b| state.add_facts(m, b));
         state.add_drained(&drained);
     }
@@ -241,18 +246,22 @@ impl Engine {
             .enumerate()
             .map(|(i, (_, t))| self.resolve(*t).map_err(|e| invalid(i, e)))
             .collect::<Result<Vec<_>, _>>()?;
-        let state = self.state();
-        state
+        let mut state = self.state();
+        let room = state
             .check_locks(events.iter().enumerate().filter_map(|(i, (e, _))| match e {
                 Event::LockAcquired(l) => Some((i, l, true)),
                 Event::LockReleased(l) => Some((i, l, false)),
                 _ => None,
             }))
-            .map_err(|(i, c)| match &events[i].0 {
-                Event::LockAcquired(l) | Event::LockReleased(l) => invalid(i, conflict(c, l)),
+            .map_err(|(i, c)| match (&events[i].0, c) {
+                // Every lock held by a live process: retryable, not the batch's fault.
+                (_, LockConflict::Full { limit }) => DurableError::TooManyLocks { limit },
+                (Event::LockAcquired(l) | Event::LockReleased(l), c) => invalid(i, conflict(c, l)),
                 _ => invalid(i, RecordError::BeforeEpoch),
             })?;
         let mut delta = Delta::default();
+        // New table names of this batch, kept like the state's: at most `KEPT_TABLES` in all.
+        let mut new_tables = HashSet::new();
         for ((event, _), (at, minute)) in events.iter().zip(times) {
             match event {
                 Event::Transcription => delta.totals.transcriptions += 1,
@@ -264,7 +273,7 @@ impl Engine {
                     }
                 }
                 Event::Retention(run) => {
-                    let label = state.table_label(&run.table);
+                    let label = state.table_label(&run.table, &mut new_tables);
                     delta.add_retention(minute, label, &RetentionBucket::of(run));
                 }
                 Event::CoveConfig(config) => delta.set_cove(*config, at),
@@ -274,6 +283,8 @@ impl Engine {
                 Event::LockReleased(l) => delta.lock(&l.name, &l.holder, None),
             }
         }
+        // The batch is valid: evict what it needs evicted (their releases are written with it).
+        state.make_room(&room);
         Ok(delta)
     }
 
@@ -303,6 +314,11 @@ impl Engine {
         let result = writer.stop();
         self.state().stop_tracking();
         result
+    }
+
+    /// The time now, by the engine's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
     /// The store's health, if the engine has a store.
@@ -417,7 +433,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::event::Name;
-    use crate::model::totals::Totals;
+    use crate::model::totals::{KEPT_TABLES, TableLabel, Totals};
 
     const T0: u64 = 1_700_000_040; // a whole minute
 
@@ -430,6 +446,7 @@ mod tests {
                 max_tables: 32,
                 max_locks: 8,
                 stale_lock_after: Duration::from_secs(3600),
+                evict_locks_after: Duration::from_secs(24 * 3600),
                 tables: Vec::new(),
             },
             store: None,
@@ -543,6 +560,27 @@ mod tests {
         assert_eq!(
             engine.record_durable(&[], Vec::new()),
             Err(DurableError::NoStore)
+        );
+    }
+
+    #[test]
+    fn a_durable_batch_of_many_new_tables_keeps_no_more_than_the_state_does() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let batch: Vec<_> = (0..5000)
+            .map(|i| {
+                let run = RetentionRun::new(&format!("t{i}"), 1).expect("valid");
+                (Event::Retention(run), None)
+            })
+            .collect();
+        let delta = engine.durable_delta(&batch).expect("valid");
+        assert_eq!(delta.tables.len(), KEPT_TABLES + 1);
+        assert_eq!(
+            delta
+                .tables
+                .get(&TableLabel::Overflow)
+                .map(|b| b.operations),
+            Some(5000 - KEPT_TABLES as u64)
         );
     }
 

@@ -25,6 +25,7 @@
 
 use crate::event::Fact;
 use crate::model::bucket::{Bucket, FactBucket};
+use crate::model::count;
 use crate::model::histogram::{
     CONFIDENCE, CONFIDENCE_BUCKETS, COVERAGE, COVERAGE_BUCKETS, HistogramCounts, ROUNDS,
     ROUNDS_BUCKETS,
@@ -168,7 +169,7 @@ impl Shards {
             let take = |from: &[AtomicU64], taken: &mut [u64], into: &mut [u64]| {
                 for ((a, t), i) in from.iter().zip(taken.iter_mut()).zip(into.iter_mut()) {
                     let now = a.load(Ordering::Acquire);
-                    *i = i.wrapping_add(now.wrapping_sub(*t));
+                    *i = count::add(*i, now.wrapping_sub(*t));
                     *t = now;
                 }
             };
@@ -201,15 +202,16 @@ impl Shards {
                 let now = slot.read();
                 // Read after the counts: if they hold a fact of a new minute, so does the tag.
                 let tag = slot.tag.load(Ordering::Acquire);
+                // The slot's counters only grow, wrapping: their difference is exact.
                 let mut delta = now;
-                delta.sub(taken);
+                delta.zip(taken, u64::wrapping_sub);
                 *taken = now;
                 slot.acked.store(version, Ordering::Release);
                 if tag != 0 && delta != FactBucket::default() {
                     let h = &mut out.histograms;
-                    h.coverage.sum = h.coverage.sum.wrapping_add(delta.coverage_sum);
-                    h.confidence.sum = h.confidence.sum.wrapping_add(delta.confidence_sum);
-                    h.rounds.sum = h.rounds.sum.wrapping_add(delta.rounds_sum);
+                    h.coverage.sum = count::add(h.coverage.sum, delta.coverage_sum);
+                    h.confidence.sum = count::add(h.confidence.sum, delta.confidence_sum);
+                    h.rounds.sum = count::add(h.rounds.sum, delta.rounds_sum);
                     facts(tag - 1, &delta);
                 }
             }

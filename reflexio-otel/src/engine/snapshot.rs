@@ -16,6 +16,8 @@ pub struct LockCounts {
     pub active: u64,
     /// Locks held for longer than the stale threshold.
     pub stale: u64,
+    /// Locks evicted so far.
+    pub evicted: u64,
 }
 
 /// Everything the recorder exports, at one instant.

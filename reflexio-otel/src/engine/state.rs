@@ -14,10 +14,10 @@ use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
 use crate::model::changes::Changes;
 use crate::model::delta::{Delta, newer_cove};
 use crate::model::histogram::HistogramCounts;
-use crate::model::locks::{LockConflict, LockRegistry};
-use crate::model::totals::{TableLabel, Totals};
+use crate::model::locks::{Key as LockKey, LockConflict, LockRegistry, Room};
+use crate::model::totals::{KEPT_TABLES, TableLabel, Totals};
 use crate::model::window::{DAY_MINUTES, WEEK_MINUTES, Window};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 /// How far the clock must go back to count as a jump (readers of a coarse clock on several
@@ -30,12 +30,10 @@ pub(crate) struct Limits {
     pub(crate) max_tables: usize,
     pub(crate) max_locks: usize,
     pub(crate) stale_lock_after: Duration,
+    /// How long a lock whose holder is not known to be alive is kept.
+    pub(crate) evict_locks_after: Duration,
     pub(crate) tables: Vec<Name>,
 }
-
-/// Table names the state (and the store) keeps at most; runs over further tables count in the
-/// overflow series. Bounds memory and the store whatever names arrive.
-const KEPT_TABLES: usize = 1024;
 
 /// Cumulative retention counts per table, by name in the order the tables were first seen (the
 /// store's order once read from it), at most [`KEPT_TABLES`] of them. The export labels the
@@ -64,9 +62,13 @@ impl Tables {
     }
 
     /// Where a run over `table` is kept: its own entry, or the overflow one once
-    /// [`KEPT_TABLES`] names are kept.
-    fn label_for(&self, table: &Name) -> TableLabel {
-        if self.index.contains_key(table) || self.named.len() < KEPT_TABLES {
+    /// [`KEPT_TABLES`] names are kept, counting the names in `new` (the ones a batch labelled
+    /// so far, which this adds to) as kept.
+    fn label_for(&self, table: &Name, new: &mut HashSet<Name>) -> TableLabel {
+        if self.index.contains_key(table) || new.contains(table) {
+            TableLabel::Table(table.clone())
+        } else if self.named.len() + new.len() < KEPT_TABLES {
+            new.insert(table.clone());
             TableLabel::Table(table.clone())
         } else {
             TableLabel::Overflow
@@ -182,9 +184,10 @@ impl State {
         }
     }
 
-    /// Where a retention run over `table` is kept (see [`KEPT_TABLES`]).
-    pub(crate) fn table_label(&self, table: &Name) -> TableLabel {
-        self.tables.label_for(table)
+    /// Where a retention run over `table` is kept (see [`KEPT_TABLES`]), counting the names of
+    /// `new` as kept too: a batch's own new names, which this adds to.
+    pub(crate) fn table_label(&self, table: &Name, new: &mut HashSet<Name>) -> TableLabel {
+        self.tables.label_for(table, new)
     }
 
     /// Moves the windows forwards to `minute` (never backwards).
@@ -299,32 +302,59 @@ impl State {
         }
     }
 
+    /// Takes a lock, evicting another to make room if the registry is full.
     pub(crate) fn acquire_lock(
         &mut self,
         event: &LockEvent,
         at: SystemTime,
     ) -> Result<(), LockConflict> {
-        let held = self.locks.acquire(event, at)?;
+        let (held, evicted) = self.locks.acquire(event, at)?;
+        self.released(&evicted);
         if let Some(u) = &mut self.unflushed {
             u.lock(&event.name, &event.holder, Some(held));
         }
         Ok(())
     }
 
+    /// Releases a lock (one evicted lately is released already: nothing changes).
     pub(crate) fn release_lock(&mut self, event: &LockEvent) -> Result<(), LockConflict> {
-        self.locks.release(event)?;
-        if let Some(u) = &mut self.unflushed {
+        if self.locks.release(event)?.is_some()
+            && let Some(u) = &mut self.unflushed
+        {
             u.lock(&event.name, &event.holder, None);
         }
         Ok(())
     }
 
-    /// Checks lock events as they would apply in order, changing nothing.
+    /// Keeps the release of locks evicted from the registry for the store.
+    fn released(&mut self, evicted: &[LockKey]) {
+        if let Some(u) = &mut self.unflushed {
+            for (name, holder) in evicted {
+                u.lock(name, holder, None);
+            }
+        }
+    }
+
+    /// Checks lock events as they would apply in order, changing nothing; returns the room
+    /// they need (see [`State::make_room`]).
     pub(crate) fn check_locks<'a>(
         &self,
         events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
-    ) -> Result<(), (usize, LockConflict)> {
+    ) -> Result<Room, (usize, LockConflict)> {
         self.locks.check_sequence(events)
+    }
+
+    /// Evicts the locks a checked sequence of lock events needs evicted to fit.
+    pub(crate) fn make_room(&mut self, room: &Room) {
+        let evicted = self.locks.make_room(room);
+        self.released(&evicted);
+    }
+
+    /// Evicts the locks held longer than the eviction age at `now` by holders not known to be
+    /// alive.
+    pub(crate) fn evict_locks(&mut self, now: SystemTime) {
+        let evicted = self.locks.evict_expired(now, self.limits.evict_locks_after);
+        self.released(&evicted);
     }
 
     /// Takes the changes not yet written, forgetting window minutes no window needs.
@@ -402,7 +432,11 @@ impl State {
             retention_7d: self.retention.sum(),
             retention_by_table: self.tables.snapshot(),
             histograms: self.histograms,
-            locks: LockCounts { active, stale },
+            locks: LockCounts {
+                active,
+                stale,
+                evicted: self.locks.evictions(),
+            },
             cove: self.cove.map(|(c, _)| c),
             store: None,
             clock_jumps_back: self.clock_jumps_back,
@@ -423,6 +457,7 @@ mod tests {
             max_tables,
             max_locks: 8,
             stale_lock_after: Duration::from_secs(3600),
+            evict_locks_after: Duration::from_secs(24 * 3600),
             tables: tables.iter().map(|t| name(t)).collect(),
         }
     }
@@ -576,9 +611,10 @@ mod tests {
             state.add_retention(NOW_MINUTE, &run(&format!("t{i}")));
         }
         let last = name(&format!("t{}", KEPT_TABLES + 1));
-        assert_eq!(state.table_label(&last), TableLabel::Overflow);
+        let mut new = HashSet::new();
+        assert_eq!(state.table_label(&last, &mut new), TableLabel::Overflow);
         assert_eq!(
-            state.table_label(&name("t0")),
+            state.table_label(&name("t0"), &mut new),
             TableLabel::Table(name("t0"))
         );
         let tables = table_ops(&mut state);
@@ -591,6 +627,28 @@ mod tests {
                 .get(&TableLabel::Overflow)
                 .map(|b| b.operations),
             Some(2)
+        );
+    }
+
+    #[test]
+    fn a_batchs_new_names_count_against_the_kept_table_cap() {
+        let mut state = State::new(limits(32, &[]), true);
+        for i in 0..KEPT_TABLES - 2 {
+            state.add_retention(NOW_MINUTE, &run(&format!("t{i}")));
+        }
+        let mut new = HashSet::new();
+        let labels: Vec<_> = ["a", "b", "a", "c"]
+            .iter()
+            .map(|t| state.table_label(&name(t), &mut new))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                TableLabel::Table(name("a")),
+                TableLabel::Table(name("b")),
+                TableLabel::Table(name("a")),
+                TableLabel::Overflow
+            ]
         );
     }
 

@@ -50,6 +50,9 @@ impl HistogramSink {
 
     /// Replays what `snapshot` counted beyond what was replayed already.
     fn sync(&self, snapshot: &Snapshot) {
+        if !exported(snapshot) {
+            return;
+        }
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         if snapshot.seq <= applied.seq {
             return;
@@ -112,6 +115,14 @@ fn replay<const N: usize>(
     applied.buckets = target.buckets;
 }
 
+/// Whether the domain series are exported from `snapshot`: always without a store; with one,
+/// once it has been read. A store that cannot be read at start is not exported as zeros (nor
+/// as the little recorded since), which a scraper would take for a counter reset followed by a
+/// huge increase once the store is read: until then only the `reflexio_store_*` series are.
+fn exported(snapshot: &Snapshot) -> bool {
+    snapshot.store.as_ref().is_none_or(StoreHealth::is_loaded)
+}
+
 type U64Callback = dyn Fn(&dyn AsyncInstrument<u64>) + Send + Sync;
 type F64Callback = dyn Fn(&dyn AsyncInstrument<f64>) + Send + Sync;
 
@@ -134,22 +145,37 @@ pub(crate) fn register(source: Arc<dyn SnapshotSource>, meter: &Meter) {
         let source = Arc::clone(&source);
         contract::TRANSCRIPTIONS.observe_u64(meter, move |o| {
             let snapshot = source.refresh();
-            o.observe(snapshot.totals.transcriptions, &[]);
+            if exported(&snapshot) {
+                o.observe(snapshot.totals.transcriptions, &[]);
+            }
         });
     }
     let latest = |f: fn(&Snapshot) -> u64| -> Box<U64Callback> {
         let source = Arc::clone(&source);
-        Box::new(move |o| o.observe(f(&source.latest()), &[]))
+        Box::new(move |o| {
+            let s = source.latest();
+            if exported(&s) {
+                o.observe(f(&s), &[]);
+            }
+        })
     };
     let latest_f64 = |f: fn(&Snapshot) -> f64| -> Box<F64Callback> {
         let source = Arc::clone(&source);
-        Box::new(move |o| o.observe(f(&source.latest()), &[]))
+        Box::new(move |o| {
+            let s = source.latest();
+            if exported(&s) {
+                o.observe(f(&s), &[]);
+            }
+        })
     };
     let per_table = |f: fn(&RetentionBucket) -> u64| -> Box<U64Callback> {
         let source = Arc::clone(&source);
         Box::new(move |o| {
-            for (label, totals) in &source.latest().retention_by_table {
-                o.observe(f(totals), &table_attributes(label));
+            let s = source.latest();
+            if exported(&s) {
+                for (label, totals) in &s.retention_by_table {
+                    o.observe(f(totals), &table_attributes(label));
+                }
             }
         })
     };
@@ -204,6 +230,7 @@ pub(crate) fn register(source: Arc<dyn SnapshotSource>, meter: &Meter) {
     contract::RETENTION_ERRORS_7D.observe_u64(meter, latest(|s| s.retention_7d.errors));
     contract::ACTIVE_LOCKS.observe_u64(meter, latest(|s| s.locks.active));
     contract::STALE_LOCKS.observe_u64(meter, latest(|s| s.locks.stale));
+    contract::EVICTED_LOCKS.observe_u64(meter, latest(|s| s.locks.evicted));
     contract::CLOCK_BACKWARD_JUMPS.observe_u64(meter, latest(|s| s.clock_jumps_back));
 
     if source.latest().store.is_some() {

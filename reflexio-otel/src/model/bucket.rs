@@ -4,6 +4,7 @@
 //! (ratios and means) with the empty-window policy.
 
 use crate::event::{FRACTION_SCALE, Fact, RetentionRun};
+use crate::model::count::{self, MAX_COUNT};
 
 /// The value a ratio or mean reports over a window with no samples.
 ///
@@ -13,19 +14,27 @@ use crate::event::{FRACTION_SCALE, Fact, RetentionRun};
 /// "perfect".
 pub const EMPTY_WINDOW_VALUE: f64 = 0.0;
 
-/// An additive window bucket: every field is a count or a sum, added and subtracted wrapping.
+/// An additive window bucket: every field is a count or a sum, added by the rule of
+/// `model::count` (stopping at [`MAX_COUNT`]) and subtracted stopping at 0.
 pub(crate) trait Bucket: Copy + Default + PartialEq {
     /// Applies `op` field by field.
-    fn zip(&mut self, other: &Self, op: fn(u64, u64) -> u64);
+    fn zip(&mut self, other: &Self, op: impl Fn(u64, u64) -> u64);
 
     #[inline]
     fn add(&mut self, other: &Self) {
-        self.zip(other, u64::wrapping_add);
+        self.zip(other, count::add);
     }
 
     #[inline]
     fn sub(&mut self, other: &Self) {
-        self.zip(other, u64::wrapping_sub);
+        self.zip(other, count::sub);
+    }
+
+    /// Whether any field stopped at [`MAX_COUNT`] (its real sum may be larger).
+    fn is_saturated(&self) -> bool {
+        let mut at_max = *self;
+        at_max.zip(&Self::default(), |v, _| u64::from(v >= MAX_COUNT));
+        at_max != Self::default()
     }
 }
 
@@ -181,7 +190,7 @@ fn ratio(numerator: f64, count: u64) -> f64 {
 
 impl Bucket for FactBucket {
     #[inline]
-    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+    fn zip(&mut self, o: &Self, op: impl Fn(u64, u64) -> u64) {
         let (a, b) = (self.fields(), o.fields());
         *self = Self::from_fields(std::array::from_fn(|i| op(a[i], b[i])));
     }
@@ -203,7 +212,7 @@ impl RetentionBucket {
     pub(crate) fn of(run: &RetentionRun) -> Self {
         Self {
             operations: 1,
-            deleted_records: run.counted_deletions(),
+            deleted_records: count::clamp(run.counted_deletions()),
             errors: u64::from(run.error.is_some()),
         }
     }
@@ -211,7 +220,7 @@ impl RetentionBucket {
 
 impl Bucket for RetentionBucket {
     #[inline]
-    fn zip(&mut self, o: &Self, op: fn(u64, u64) -> u64) {
+    fn zip(&mut self, o: &Self, op: impl Fn(u64, u64) -> u64) {
         self.operations = op(self.operations, o.operations);
         self.deleted_records = op(self.deleted_records, o.deleted_records);
         self.errors = op(self.errors, o.errors);

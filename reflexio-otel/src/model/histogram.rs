@@ -10,6 +10,7 @@
 //! replay; the exposition's `histogram_view` turns them off.
 
 use crate::event::{FRACTION_SCALE, Fact, MAX_ROUNDS};
+use crate::model::count;
 
 /// How a histogram's observations are bucketed, in integer units.
 #[derive(Debug)]
@@ -133,14 +134,15 @@ impl<const N: usize> Default for Counts<N> {
 impl<const N: usize> Counts<N> {
     /// Total observations.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+        self.buckets.iter().fold(0u64, |a, &b| count::add(a, b))
     }
 
+    /// Adds `other`, by the rule of every count (`model::count`).
     pub(crate) fn add(&mut self, other: &Self) {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
-            *a = a.wrapping_add(b);
+            *a = count::add(*a, b);
         }
-        self.sum = self.sum.wrapping_add(other.sum);
+        self.sum = count::add(self.sum, other.sum);
     }
 
     /// `self - earlier`, bucket by bucket; `None` if any part went down.
@@ -232,21 +234,21 @@ impl HistogramCounts {
         if let Some(coverage) = fact.citation_coverage {
             let cov = coverage.nanos();
             bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
-            self.coverage.sum = self.coverage.sum.wrapping_add(cov);
+            self.coverage.sum = count::add(self.coverage.sum, cov);
         }
         if let Some(c) = fact.cove {
             let conf = c.confidence.nanos();
             let rounds = u64::from(c.rounds.get());
             bump(&mut self.confidence.buckets[CONFIDENCE.bucket(conf)]);
-            self.confidence.sum = self.confidence.sum.wrapping_add(conf);
+            self.confidence.sum = count::add(self.confidence.sum, conf);
             bump(&mut self.rounds.buckets[ROUNDS.bucket(rounds)]);
-            self.rounds.sum = self.rounds.sum.wrapping_add(rounds);
+            self.rounds.sum = count::add(self.rounds.sum, rounds);
         }
     }
 }
 
-fn bump(count: &mut u64) {
-    *count = count.wrapping_add(1);
+fn bump(c: &mut u64) {
+    *c = count::add(*c, 1);
 }
 
 #[cfg(test)]

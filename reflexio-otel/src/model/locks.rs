@@ -1,4 +1,4 @@
-//! The registry of process locks held now, and which of them are stale.
+//! The registry of process locks held now, which of them are stale, and which are evicted.
 //!
 //! A lock is identified by its name and holder. Acquiring a lock that the same holder holds is
 //! refused when it is the same process (same pid and host, or neither known): that is a double
@@ -6,9 +6,15 @@
 //! over. A lock is stale when it has been held longer than the threshold, or when its holder
 //! ran on this host and that process is gone. [`LockEvent::for_this_process`] is defined here,
 //! beside what it fills in: this process's id and this host's name.
+//!
+//! A lock whose holder is not known to be alive (no pid and host, another host, or a process
+//! of this host that is gone) is evicted once held longer than the eviction age, and the one of
+//! them held longest makes room when the registry is full and another lock is taken. The
+//! registry remembers the locks it evicted lately, so that a late release of one is accepted
+//! (and changes nothing) instead of refusing the events that came with it.
 
 use crate::event::{LockEvent, Name, ValueError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 /// A process lock that is held.
@@ -46,6 +52,23 @@ impl HeldLock {
             (Some(pid), Some(host)) if Some(host) == this_host() => !process_is_alive(pid),
             _ => false,
         }
+    }
+
+    /// Whether its holder is a process of this host that is alive: the only holders whose
+    /// locks are never evicted.
+    fn holder_is_known_alive(&self) -> bool {
+        match (self.pid, &self.host) {
+            (Some(pid), Some(host)) if Some(host) == this_host() => process_is_alive(pid),
+            _ => false,
+        }
+    }
+
+    /// Whether it has been held longer than `evict_after` at `now` by a holder not known to be
+    /// alive.
+    fn is_evictable(&self, now: SystemTime, evict_after: Duration) -> bool {
+        now.duration_since(self.acquired_at)
+            .is_ok_and(|held| held > evict_after)
+            && !self.holder_is_known_alive()
     }
 }
 
@@ -100,7 +123,8 @@ pub(crate) enum LockConflict {
     Full { limit: usize },
 }
 
-type Key = (Name, Name);
+/// A lock's name and holder.
+pub(crate) type Key = (Name, Name);
 
 /// The process that holds a lock: its pid and host, as far as known.
 type Process = (Option<u32>, Option<Name>);
@@ -114,6 +138,18 @@ fn key(event: &LockEvent) -> Key {
 pub(crate) struct LockRegistry {
     held: BTreeMap<Key, HeldLock>,
     limit: usize,
+    /// The locks evicted lately (at most `limit`), oldest first: their release is accepted.
+    evicted: VecDeque<Key>,
+    /// Locks evicted since the registry was made.
+    evictions: u64,
+}
+
+/// What a sequence of lock events needs, once checked: how many held locks must be evicted to
+/// make room for it, none of them among `touched`, the locks the sequence itself changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Room {
+    pub(crate) evict: usize,
+    pub(crate) touched: BTreeSet<Key>,
 }
 
 impl LockRegistry {
@@ -121,34 +157,53 @@ impl LockRegistry {
         Self {
             held: BTreeMap::new(),
             limit,
+            evicted: VecDeque::new(),
+            evictions: 0,
         }
     }
 
+    /// Takes the lock at `at`, first evicting another (see [`LockRegistry::make_room`]) if the
+    /// registry is full; returns the lock held, and the keys of the locks evicted for it.
     pub(crate) fn acquire(
         &mut self,
         event: &LockEvent,
         at: SystemTime,
-    ) -> Result<HeldLock, LockConflict> {
-        self.check_sequence([(0, event, true)])
+    ) -> Result<(HeldLock, Vec<Key>), LockConflict> {
+        let room = self
+            .check_sequence([(0, event, true)])
             .map_err(|(_, conflict)| conflict)?;
+        let evicted = self.make_room(&room);
         let held = HeldLock::new(event, at);
         self.held.insert(key(event), held.clone());
-        Ok(held)
+        self.evicted.retain(|k| *k != key(event));
+        Ok((held, evicted))
     }
 
-    pub(crate) fn release(&mut self, event: &LockEvent) -> Result<HeldLock, LockConflict> {
-        self.held.remove(&key(event)).ok_or(LockConflict::NotHeld)
+    /// Releases the lock: `Some` if it was held, `None` if it was evicted lately (nothing to
+    /// release).
+    pub(crate) fn release(&mut self, event: &LockEvent) -> Result<Option<HeldLock>, LockConflict> {
+        let k = key(event);
+        match self.held.remove(&k) {
+            Some(held) => Ok(Some(held)),
+            None if self.evicted.contains(&k) => Ok(None),
+            None => Err(LockConflict::NotHeld),
+        }
     }
 
     /// Checks `(index, event, acquire?)` in order as if applied, changing nothing; returns the
-    /// index of the first that would be refused.
+    /// room the sequence needs, or the index of the first event that would be refused.
     pub(crate) fn check_sequence<'a>(
         &self,
         events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
-    ) -> Result<(), (usize, LockConflict)> {
+    ) -> Result<Room, (usize, LockConflict)> {
+        let events: Vec<_> = events.into_iter().collect();
+        let touched: BTreeSet<Key> = events.iter().map(|(_, e, _)| key(e)).collect();
+        // How many locks the sequence may evict, counted when it first needs one.
+        let mut spare = None;
         // For each lock the sequence touched: who holds it after the events so far.
         let mut changed: BTreeMap<Key, Option<Process>> = BTreeMap::new();
         let mut count = self.held.len();
+        let mut evict = 0;
         for (index, event, acquire) in events {
             let k = key(event);
             let holder = match changed.get(&k) {
@@ -160,16 +215,90 @@ impl LockRegistry {
                     return Err((index, LockConflict::AlreadyHeld));
                 }
                 (true, Some(_)) => {} // another process of the same holder takes it over
-                (false, None) => return Err((index, LockConflict::NotHeld)),
+                (false, None) if changed.contains_key(&k) || !self.evicted.contains(&k) => {
+                    return Err((index, LockConflict::NotHeld));
+                }
+                (false, None) => {} // evicted lately: nothing to release
                 (true, None) if count >= self.limit => {
-                    return Err((index, LockConflict::Full { limit: self.limit }));
+                    let spare =
+                        *spare.get_or_insert_with(|| self.victims(usize::MAX, &touched).len());
+                    if evict >= spare {
+                        return Err((index, LockConflict::Full { limit: self.limit }));
+                    }
+                    evict += 1;
                 }
                 (true, None) => count += 1,
                 (false, Some(_)) => count -= 1,
             }
             changed.insert(k, acquire.then(|| (event.pid, event.host.clone())));
         }
-        Ok(())
+        Ok(Room { evict, touched })
+    }
+
+    /// Up to `n` held locks that may be evicted to make room, none of them in `exclude`: those
+    /// whose holder is not known to be alive, the one held longest first.
+    fn victims(&self, n: usize, exclude: &BTreeSet<Key>) -> Vec<Key> {
+        let mut candidates: Vec<&HeldLock> = self
+            .held
+            .iter()
+            .filter(|(k, l)| !exclude.contains(*k) && !l.holder_is_known_alive())
+            .map(|(_, l)| l)
+            .collect();
+        candidates.sort_by_key(|l| l.acquired_at);
+        candidates
+            .into_iter()
+            .take(n)
+            .map(|l| (l.name.clone(), l.holder.clone()))
+            .collect()
+    }
+
+    /// Evicts the locks `room` needs evicted; returns their keys.
+    pub(crate) fn make_room(&mut self, room: &Room) -> Vec<Key> {
+        if room.evict == 0 {
+            return Vec::new();
+        }
+        let victims = self.victims(room.evict, &room.touched);
+        for k in &victims {
+            self.evict(k);
+        }
+        victims
+    }
+
+    fn evict(&mut self, k: &Key) {
+        if let Some(lock) = self.held.remove(k) {
+            tracing::warn!(
+                lock = %lock.name,
+                holder = %lock.holder,
+                pid = lock.pid,
+                host = lock.host.as_ref().map(Name::as_str),
+                "evicted a lock whose holder is not known to be alive"
+            );
+            self.evictions += 1;
+            if self.evicted.len() >= self.limit.max(1) {
+                self.evicted.pop_front();
+            }
+            self.evicted.push_back(k.clone());
+        }
+    }
+
+    /// Evicts the locks held longer than `evict_after` at `now` by a holder not known to be
+    /// alive; returns their keys.
+    pub(crate) fn evict_expired(&mut self, now: SystemTime, evict_after: Duration) -> Vec<Key> {
+        let expired: Vec<Key> = self
+            .held
+            .iter()
+            .filter(|(_, l)| l.is_evictable(now, evict_after))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &expired {
+            self.evict(k);
+        }
+        expired
+    }
+
+    /// Locks evicted since the registry was made.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions
     }
 
     /// Replaces every lock with `locks` (as read from the store).
@@ -217,10 +346,21 @@ mod tests {
         let a = LockEvent::new("digest", "w1").expect("valid");
         let b = LockEvent::new("digest", "w2").expect("valid");
         let c = LockEvent::new("retention", "w1").expect("valid");
+        let mut a_alive = a.clone();
+        let mut b_alive = b.clone();
+        for l in [&mut a_alive, &mut b_alive] {
+            l.pid = Some(std::process::id());
+            l.host = this_host().cloned();
+        }
+        let (a, b) = (a_alive, b_alive);
         assert!(reg.acquire(&a, t0).is_ok());
         assert_eq!(reg.acquire(&a, t0), Err(LockConflict::AlreadyHeld));
         assert!(reg.acquire(&b, t0 + hour).is_ok());
-        assert_eq!(reg.acquire(&c, t0), Err(LockConflict::Full { limit: 2 }));
+        assert_eq!(
+            reg.acquire(&c, t0),
+            Err(LockConflict::Full { limit: 2 }),
+            "every holder is alive: no room"
+        );
         assert_eq!(reg.counts(t0 + hour, hour), (2, 0));
         assert_eq!(reg.counts(t0 + hour + Duration::from_secs(1), hour), (2, 1));
         assert!(reg.release(&a).is_ok());
@@ -280,12 +420,14 @@ mod tests {
         let a = LockEvent::new("digest", "w1").expect("valid");
         let b = LockEvent::new("import", "w1").expect("valid");
         assert_eq!(
-            reg.check_sequence([(0, &a, true), (1, &a, false), (2, &b, true)]),
-            Ok(())
+            reg.check_sequence([(0, &a, true), (1, &a, false), (2, &b, true)])
+                .map(|room| room.evict),
+            Ok(0)
         );
         assert_eq!(
             reg.check_sequence([(0, &a, true), (1, &b, true)]),
-            Err((1, LockConflict::Full { limit: 1 }))
+            Err((1, LockConflict::Full { limit: 1 })),
+            "the sequence's own locks are never evicted for it"
         );
         assert_eq!(
             reg.check_sequence([(0, &a, false)]),
@@ -296,11 +438,81 @@ mod tests {
             reg.check_sequence([(0, &a, false), (1, &a, true), (2, &a, true)]),
             Err((2, LockConflict::AlreadyHeld))
         );
+        let room = reg.check_sequence([(0, &b, true)]).expect("room made");
+        assert_eq!(room.evict, 1, "a's holder is not known to be alive");
         assert_eq!(
             reg.counts(t0, Duration::from_secs(1)),
             (1, 0),
             "nothing changed"
         );
+    }
+
+    #[test]
+    fn locks_held_too_long_by_holders_not_known_alive_are_evicted_and_may_be_released() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let day = Duration::from_secs(24 * 3600);
+        let mut reg = LockRegistry::new(8);
+        let unknown = LockEvent::new("import", "w1").expect("valid");
+        let mut remote = LockEvent::new("import", "w2").expect("valid");
+        remote.pid = Some(std::process::id());
+        remote.host = Some(Name::new("another-host.invalid").expect("valid"));
+        let alive = LockEvent::for_this_process("import", "w3").expect("valid");
+        for l in [&unknown, &remote, &alive] {
+            reg.acquire(l, t0).expect("acquired");
+        }
+        assert!(
+            reg.evict_expired(t0 + day, day).is_empty(),
+            "not older than"
+        );
+        let mut evicted = reg.evict_expired(t0 + day + Duration::from_secs(1), day);
+        evicted.sort();
+        assert_eq!(evicted, [key(&unknown), key(&remote)]);
+        assert_eq!((reg.held().count(), reg.evictions()), (1, 2));
+        assert_eq!(
+            reg.release(&unknown),
+            Ok(None),
+            "evicted: nothing to release"
+        );
+        assert_eq!(
+            reg.check_sequence([(0, &remote, false)]).map(|r| r.evict),
+            Ok(0)
+        );
+        assert!(
+            reg.check_sequence([(0, &remote, false), (1, &remote, false)])
+                .is_err(),
+            "released twice"
+        );
+    }
+
+    #[test]
+    fn a_full_registry_evicts_the_longest_held_lock_not_known_alive() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut reg = LockRegistry::new(3);
+        let alive = LockEvent::for_this_process("a", "w").expect("valid");
+        let old = LockEvent::new("b", "w").expect("valid");
+        let newer = LockEvent::new("c", "w").expect("valid");
+        reg.acquire(&alive, t0).expect("acquired");
+        reg.acquire(&old, t0 + Duration::from_secs(1))
+            .expect("acquired");
+        reg.acquire(&newer, t0 + Duration::from_secs(2))
+            .expect("acquired");
+        let d = LockEvent::new("d", "w").expect("valid");
+        let (_, evicted) = reg.acquire(&d, t0).expect("room made");
+        assert_eq!(
+            evicted,
+            [key(&old)],
+            "the alive one stays, the older of the rest goes"
+        );
+        let e = LockEvent::new("e", "w").expect("valid");
+        assert_eq!(
+            reg.check_sequence([(0, &e, true), (1, &newer, false)])
+                .map(|r| r.evict),
+            Ok(1),
+            "d makes room; c is the sequence's own"
+        );
+        let mut live = LockRegistry::new(1);
+        live.acquire(&alive, t0).expect("acquired");
+        assert_eq!(live.acquire(&d, t0), Err(LockConflict::Full { limit: 1 }));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! layouts and counts, process locks, totals and table labels, the changes waiting for the
 //! store and the ones read back from it. Nothing here does I/O, takes a lock or reads a clock.
 //!
+//! - `count`: the rule every count and sum follows (it stops at the largest stored integer);
 //! - `bucket`: one minute of facts or retention runs, and the window ratios and means;
 //! - `window`: the ring of minute buckets with its running sum;
 //! - `histogram`: bucket layouts, cumulative counts, replay values;
@@ -12,6 +13,7 @@
 
 pub(crate) mod bucket;
 pub(crate) mod changes;
+pub(crate) mod count;
 pub(crate) mod delta;
 pub(crate) mod histogram;
 pub(crate) mod locks;

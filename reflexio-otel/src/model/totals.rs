@@ -3,6 +3,7 @@
 
 use crate::event::Name;
 use crate::model::bucket::FactBucket;
+use crate::model::count;
 
 /// Cumulative counts since the recorder's history began.
 ///
@@ -27,19 +28,16 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Adds `t`, wrapping like every counter.
+    /// Adds `t`, by the rule of every count (`model::count`).
     pub(crate) fn add(&mut self, t: &Totals) {
-        self.transcriptions = self.transcriptions.wrapping_add(t.transcriptions);
-        self.facts = self.facts.wrapping_add(t.facts);
-        self.hallucination_assessed = self
-            .hallucination_assessed
-            .wrapping_add(t.hallucination_assessed);
-        self.digests = self.digests.wrapping_add(t.digests);
-        self.hallucinated = self.hallucinated.wrapping_add(t.hallucinated);
-        self.atomicity_assessed = self.atomicity_assessed.wrapping_add(t.atomicity_assessed);
-        self.atomicity_violations = self
-            .atomicity_violations
-            .wrapping_add(t.atomicity_violations);
+        self.transcriptions = count::add(self.transcriptions, t.transcriptions);
+        self.facts = count::add(self.facts, t.facts);
+        self.hallucination_assessed =
+            count::add(self.hallucination_assessed, t.hallucination_assessed);
+        self.digests = count::add(self.digests, t.digests);
+        self.hallucinated = count::add(self.hallucinated, t.hallucinated);
+        self.atomicity_assessed = count::add(self.atomicity_assessed, t.atomicity_assessed);
+        self.atomicity_violations = count::add(self.atomicity_violations, t.atomicity_violations);
     }
 
     /// Adds the fact counts of a minute's bucket.
@@ -54,6 +52,11 @@ impl Totals {
         });
     }
 }
+
+/// Table names the state and the store keep at most; runs over further tables count in the
+/// overflow series (and the store's overflow row). Bounds memory and the store whatever names
+/// arrive.
+pub(crate) const KEPT_TABLES: usize = 1024;
 
 /// The `table` label of a retention series: a table name, or the overflow series that collects
 /// tables past the cardinality limit.
@@ -82,7 +85,11 @@ mod tests {
             digests: 3,
             ..Totals::default()
         });
-        assert_eq!((t.transcriptions, t.facts, t.digests), (3, 1, 3), "wraps");
+        assert_eq!(
+            (t.transcriptions, t.facts, t.digests),
+            (3, count::MAX_COUNT, 3),
+            "stops at the limit"
+        );
         t.add_facts(&FactBucket {
             facts: 4,
             hallucination_assessed: 3,
@@ -97,7 +104,7 @@ mod tests {
             t,
             Totals {
                 transcriptions: 3,
-                facts: 5,
+                facts: count::MAX_COUNT,
                 hallucination_assessed: 3,
                 digests: 3,
                 hallucinated: 2,

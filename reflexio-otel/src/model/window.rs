@@ -56,6 +56,8 @@ impl<B: Bucket> Window<B> {
         // Minutes of the old window (`head - len + 1 ..= head`) that the new one no longer
         // covers (`..= minute - len`): at most `len` of them.
         let len = self.len();
+        // A sum that stopped at the limit cannot be taken from: count it again afterwards.
+        let saturated = self.sum.is_saturated();
         if let Some(newest_expired) = minute.checked_sub(len) {
             let first = (self.head + 1).saturating_sub(len);
             for expiring in first..=newest_expired.min(self.head) {
@@ -69,6 +71,18 @@ impl<B: Bucket> Window<B> {
             }
         }
         self.head = minute;
+        if saturated {
+            self.resum();
+        }
+    }
+
+    /// Sums the buckets inside the window again.
+    fn resum(&mut self) {
+        let mut sum = B::default();
+        for (_, b) in self.buckets() {
+            sum.add(&b);
+        }
+        self.sum = sum;
     }
 
     /// The slot of `minute`'s bucket, first advancing the head if `minute` is newer; a slot
@@ -105,10 +119,14 @@ impl<B: Bucket> Window<B> {
         let Some(slot) = self.claim(minute) else {
             return false;
         };
+        let saturated = self.sum.is_saturated();
         let bucket = &mut self.ring[slot].1;
         self.sum.sub(bucket);
         *bucket = *value;
         self.sum.add(value);
+        if saturated {
+            self.resum();
+        }
         true
     }
 
@@ -173,6 +191,20 @@ mod tests {
         assert!(!w.set(9, &ops(100)), "too old");
         assert!(w.set(13, &ops(0)));
         assert_eq!(w.sum().operations, 4, "minute 10 expired");
+    }
+
+    #[test]
+    fn a_sum_that_stopped_at_the_limit_is_counted_again_when_buckets_leave() {
+        use crate::model::count::MAX_COUNT;
+        let mut w = Window::<RetentionBucket>::new(3);
+        w.add(10, &ops(MAX_COUNT - 1));
+        w.add(11, &ops(5));
+        assert_eq!(w.sum().operations, MAX_COUNT, "stops at the limit");
+        w.advance(13);
+        assert_eq!(w.sum().operations, 5, "minute 10 left");
+        w.set(12, &ops(MAX_COUNT));
+        w.set(12, &ops(1));
+        assert_eq!(w.sum().operations, 6);
     }
 
     #[test]

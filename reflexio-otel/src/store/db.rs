@@ -1,14 +1,24 @@
 //! An open store: opening with checks and migrations, polling for what changed, and the one
 //! transaction that writes a delta and reads back everything that changed since the last read.
 
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreErrorKind};
 use crate::model::changes::{Changes, Checkpoint};
 use crate::model::delta::Delta;
+use crate::store::files::{FileId, StoreFiles};
 use crate::store::options::{StoreOptions, Synchronous};
-use crate::store::rows::{current_seq, read_changes, to_i64, to_u64, write};
+use crate::store::rows::{current_seq, fold_tables, read_changes, to_i64, to_u64, write};
 use crate::store::schema;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Pages of write-ahead log after which a commit copies the log into the database
+/// (`PRAGMA wal_autocheckpoint`): 256 pages of 4 KiB, 1 MiB.
+pub(crate) const WAL_CHECKPOINT_PAGES: i64 = 256;
+
+/// The size, in bytes, the write-ahead log is cut back to once it was copied into the database
+/// (`PRAGMA journal_size_limit`): it never stays larger than 1 MiB plus one commit.
+pub(crate) const WAL_SIZE_LIMIT: i64 = 1 << 20;
 
 /// An open store.
 #[derive(Debug)]
@@ -19,6 +29,21 @@ pub(crate) struct Db {
     seen: Option<u64>,
     /// Nothing was ever written to it when it was opened.
     fresh: bool,
+    /// The files opened, to notice one deleted or replaced underneath.
+    files: StoreFiles,
+    busy_timeout: Duration,
+}
+
+/// The error of a store whose files are no longer the ones open.
+fn gone(path: &Path, what: &str) -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Gone,
+        path,
+        format!(
+            "{what}; nothing more is acknowledged until a store can be written at this path \
+             again, and then everything kept in memory is written to it"
+        ),
+    )
 }
 
 impl Db {
@@ -40,6 +65,10 @@ impl Db {
 
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(err)?;
         let sync = match options.synchronous {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
@@ -51,17 +80,81 @@ impl Db {
             path: path.to_owned(),
             seen: None,
             fresh: false,
+            files: StoreFiles::capture(path),
+            busy_timeout: options.busy_timeout,
         };
         if version < schema::LATEST {
             schema::migrate(&mut db.conn, path, version, schema::LATEST)?;
         }
         schema::check_layout(&db.conn, path)?;
+        let folded = fold_tables(&mut db.conn).map_err(err)?;
+        if folded > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                tables = folded,
+                "the store held more tables than are kept; their counts were moved to the overflow row"
+            );
+        }
         let seq: i64 = db
             .conn
             .query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))
             .map_err(db.err())?;
         db.fresh = seq == 0;
+        // The log and its index exist once the store was read.
+        db.files = StoreFiles::capture(path);
         Ok(db)
+    }
+
+    /// Closes a store whose files were deleted or replaced (see
+    /// [`StoreFiles::remove_orphans`]).
+    pub(crate) fn close_gone(self) {
+        let Self { conn, files, .. } = self;
+        drop(conn);
+        files.remove_orphans();
+    }
+
+    /// The identity of the database file opened.
+    pub(crate) fn file_id(&self) -> Option<FileId> {
+        self.files.main()
+    }
+
+    /// Checks that the files open are still the store's files at its path.
+    fn check_files(files: &mut StoreFiles, path: &Path) -> Result<(), StoreError> {
+        files.check().map_err(|what| gone(path, &what))
+    }
+
+    /// Checks the whole file for damage (`PRAGMA quick_check`), through a connection of its
+    /// own: this one's page cache may hold intact copies of pages damaged on disk.
+    pub(crate) fn quick_check(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        Self::check_files(&mut self.files, &path)?;
+        let err = |e| StoreError::sqlite(&path, e);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(self.busy_timeout).map_err(err)?;
+        let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(err)?;
+        let found: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        if found == ["ok"] {
+            Ok(())
+        } else {
+            Err(StoreError::new(
+                StoreErrorKind::Corrupt,
+                &path,
+                format!(
+                    "the periodic integrity check found damage: {}; nothing more is \
+                     acknowledged: move the file aside and a fresh store gets everything kept in \
+                     memory",
+                    found.join("; ")
+                ),
+            ))
+        }
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -82,6 +175,7 @@ impl Db {
     /// Reads everything that changed since the last read, or `None` if nothing did.
     pub(crate) fn poll(&mut self) -> Result<Option<Changes>, StoreError> {
         let path = self.path.clone();
+        Self::check_files(&mut self.files, &path)?;
         let err = |e| StoreError::sqlite(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         let seq = current_seq(&tx).map_err(err)?;
@@ -146,6 +240,8 @@ impl Db {
         )
         .map_err(err)?;
         let changes = read_changes(&tx, self.seen.unwrap_or(0)).map_err(err)?;
+        // Not into a file deleted or replaced meanwhile: rolled back, the batch is refused.
+        Self::check_files(&mut self.files, &path)?;
         tx.commit().map_err(err)?;
         self.seen = Some(to_u64(seq));
         Ok(Ok(changes))

@@ -39,6 +39,11 @@ impl StoreHealth {
         self.last_error.is_none() && self.last_success.is_some()
     }
 
+    /// The store has been read since the recorder started.
+    pub fn is_loaded(&self) -> bool {
+        self.last_success.is_some()
+    }
+
     /// Failed attempts of `kind` so far.
     pub fn errors(&self, kind: StoreErrorKind) -> u64 {
         self.errors[kind.index()]

@@ -4,6 +4,7 @@
 //! - `health`: the store's state as of the last attempt ([`crate::StoreHealth`]);
 //! - `schema`: the schema, its migrations, and the checks an opened file must pass;
 //! - `rows`: the rows a delta writes, and what is read back;
+//! - `files`: the store's files as opened, to notice one deleted or replaced underneath;
 //! - `db`: an open store and its transactions;
 //! - `writer`: the writer thread, which talks to the engine through its `Source` trait.
 //!
@@ -13,6 +14,7 @@
 //! it saw and so learns the union of every process's writes without re-reading the window.
 
 pub(crate) mod db;
+pub(crate) mod files;
 pub(crate) mod health;
 pub(crate) mod options;
 pub(crate) mod rows;

@@ -24,6 +24,7 @@ pub struct StoreOptions {
     pub(crate) flush_interval: Duration,
     pub(crate) busy_timeout: Duration,
     pub(crate) synchronous: Synchronous,
+    pub(crate) integrity_check_interval: Duration,
 }
 
 impl StoreOptions {
@@ -34,6 +35,7 @@ impl StoreOptions {
             flush_interval: Duration::from_secs(1),
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
+            integrity_check_interval: Duration::from_secs(60),
         }
     }
 
@@ -54,6 +56,12 @@ impl StoreOptions {
     /// How durable each commit is. Default: [`Synchronous::Full`].
     pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
         self.synchronous = synchronous;
+        self
+    }
+
+    /// How often the store's file is checked for damage (`PRAGMA quick_check`). Default: 1 minute.
+    pub fn integrity_check_interval(mut self, interval: Duration) -> Self {
+        self.integrity_check_interval = interval.max(Duration::from_millis(1));
         self
     }
 

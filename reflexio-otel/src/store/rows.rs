@@ -1,22 +1,61 @@
 //! The rows of the store: what a delta writes, and what is read back after a write or a poll.
 
 use crate::event::{CoveConfig, Fraction, Name};
-use crate::model::bucket::{FactBucket, RetentionBucket};
+use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
 use crate::model::changes::Changes;
+use crate::model::count::{self, MAX_COUNT};
 use crate::model::delta::Delta;
 use crate::model::locks::HeldLock;
-use crate::model::totals::TableLabel;
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::model::totals::{KEPT_TABLES, TableLabel};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Counts and sums are `u64`; SQLite stores `i64`. The bits are kept as they are (a value past
-/// `i64::MAX` is stored negative and read back the same).
+/// A minute or sequence number as SQLite stores it (both are far below `i64::MAX`).
 pub(crate) fn to_i64(v: u64) -> i64 {
-    v as i64
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A minute or sequence number read back.
 pub(crate) fn to_u64(v: i64) -> u64 {
-    v as u64
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A count or sum as stored: it never passes [`MAX_COUNT`], so it is never negative.
+fn count_to_sql(v: u64) -> i64 {
+    // Below `i64::MAX` after the clamp.
+    count::clamp(v) as i64
+}
+
+/// A stored count or sum, by the rule of every count: a value past [`MAX_COUNT`] (a float an
+/// earlier version's SQL addition overflowed into, or a negative integer it wrapped to) reads
+/// as the limit; anything else that is not a count reads as 0. Reading never fails.
+fn count_from_sql(v: ValueRef<'_>) -> u64 {
+    match v {
+        ValueRef::Integer(i) => u64::try_from(i).unwrap_or(MAX_COUNT),
+        ValueRef::Real(f) if f >= MAX_COUNT as f64 => MAX_COUNT,
+        ValueRef::Real(f) if f > 0.0 => f as u64,
+        _ => 0,
+    }
+}
+
+/// `column = column + excluded.column`, by the rule of every count: stopping at
+/// [`MAX_COUNT`], and a stored value already past it (negative or a float, from an earlier
+/// version) staying at the limit. Pure integer arithmetic: SQLite never overflows into a float.
+fn add_sql(column: &str, added: &str) -> String {
+    format!(
+        "{column} = CASE WHEN {column} < 0 OR {added} > {MAX_COUNT} - {column} THEN {MAX_COUNT} \
+         ELSE {column} + {added} END"
+    )
+}
+
+/// The `DO UPDATE SET` list adding each of `columns` from the inserted row.
+fn add_excluded(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|c| add_sql(c, &format!("excluded.{c}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn nanos(t: SystemTime) -> i64 {
@@ -36,62 +75,73 @@ pub(crate) fn current_seq(tx: &Transaction<'_>) -> rusqlite::Result<u64> {
     .map(to_u64)
 }
 
-/// Adds each `(minute, counts)` to its row by `sql`, whose parameters are the minute, the
-/// counts, and `seq` last.
+/// Adds each `(minute, counts)` to its row of `table`, whose count columns are `columns`; each
+/// touched row is stamped `seq`.
 fn write_minutes(
     tx: &Transaction<'_>,
-    sql: &str,
+    table: &str,
+    columns: &[&str],
     seq: i64,
     rows: impl Iterator<Item = (u64, Vec<u64>)>,
 ) -> rusqlite::Result<()> {
-    let mut stmt = tx.prepare_cached(sql)?;
+    let placeholders: Vec<_> = (1..=columns.len() + 2).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {table} (minute, {}, seq) VALUES ({}) \
+         ON CONFLICT (minute) DO UPDATE SET {}, seq = excluded.seq",
+        columns.join(", "),
+        placeholders.join(", "),
+        add_excluded(columns),
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
     for (minute, counts) in rows {
-        let values = std::iter::once(minute).chain(counts).map(to_i64);
+        let values = std::iter::once(to_i64(minute)).chain(counts.into_iter().map(count_to_sql));
         stmt.execute(rusqlite::params_from_iter(values.chain([seq])))?;
     }
     Ok(())
 }
 
+/// The count columns of `fact_minutes`, in the order [`fact_counts`] gives them.
+const FACT_COLUMNS: [&str; FactBucket::FIELDS] = [
+    "facts",
+    "hallucination_assessed",
+    "atomicity_assessed",
+    "citation_assessed",
+    "cove_facts",
+    "hallucinated",
+    "non_atomic",
+    "coverage_sum",
+    "confidence_sum",
+    "rounds_sum",
+];
+
+/// The counts of a minute's bucket, in [`FACT_COLUMNS`] order: [`FactBucket::fields`].
+fn fact_counts(b: &FactBucket) -> Vec<u64> {
+    b.fields().to_vec()
+}
+
+/// The count columns of `retention_minutes` and `retention_tables`.
+const RETENTION_COLUMNS: [&str; 3] = ["operations", "deleted_records", "errors"];
+
 /// Writes `d`, stamping the rows it touches with `seq`.
 pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
     write_minutes(
         tx,
-        "INSERT INTO fact_minutes (minute, facts, hallucination_assessed, atomicity_assessed, \
-         citation_assessed, cove_facts, hallucinated, non_atomic, coverage_sum, \
-         confidence_sum, rounds_sum, seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (minute) DO UPDATE SET facts = facts + excluded.facts, \
-         hallucination_assessed = hallucination_assessed + excluded.hallucination_assessed, \
-         atomicity_assessed = atomicity_assessed + excluded.atomicity_assessed, \
-         citation_assessed = citation_assessed + excluded.citation_assessed, \
-         cove_facts = cove_facts + excluded.cove_facts, \
-         hallucinated = hallucinated + excluded.hallucinated, \
-         non_atomic = non_atomic + excluded.non_atomic, \
-         coverage_sum = coverage_sum + excluded.coverage_sum, \
-         confidence_sum = confidence_sum + excluded.confidence_sum, \
-         rounds_sum = rounds_sum + excluded.rounds_sum, seq = excluded.seq",
+        "fact_minutes",
+        &FACT_COLUMNS,
         seq,
-        // The columns are in `FactBucket::fields` order.
-        d.facts
-            .iter()
-            .map(|(minute, b)| (*minute, b.fields().to_vec())),
+        d.facts.iter().map(|(minute, b)| (*minute, fact_counts(b))),
     )?;
     write_minutes(
         tx,
-        "INSERT INTO retention_minutes (minute, operations, deleted_records, errors, seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (minute) DO UPDATE SET \
-         operations = operations + excluded.operations, \
-         deleted_records = deleted_records + excluded.deleted_records, \
-         errors = errors + excluded.errors, seq = excluded.seq",
+        "retention_minutes",
+        &RETENTION_COLUMNS,
         seq,
         d.retention
             .iter()
             .map(|(minute, b)| (*minute, vec![b.operations, b.deleted_records, b.errors])),
     )?;
 
-    // Cumulative sums of fractions (in billionths) can outgrow SQLite's signed 64-bit integers,
-    // where SQL addition would turn them into floats; add them here, wrapping like the
-    // in-memory counters do, under the write lock this transaction holds.
+    // Added here by the rule of every count, under the write lock this transaction holds.
     let mut read_counter = tx.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
     let mut write_counter =
         tx.prepare_cached("UPDATE counters SET value = ?2, seq = ?3 WHERE name = ?1")?;
@@ -111,14 +161,15 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
         if delta == 0 {
             continue;
         }
-        let current: i64 = read_counter.query_row([name], |r| r.get(0))?;
-        let updated = to_u64(current).wrapping_add(delta);
-        write_counter.execute(params![name, to_i64(updated), seq])?;
+        let current = read_counter.query_row([name], |r| Ok(count_from_sql(r.get_ref(0)?)))?;
+        let updated = count::add(current, delta);
+        write_counter.execute(params![name, count_to_sql(updated), seq])?;
     }
-    let mut bucket = tx.prepare_cached(
-        "UPDATE histogram_buckets SET count = count + ?3, seq = ?4 \
+    let mut bucket = tx.prepare_cached(&format!(
+        "UPDATE histogram_buckets SET {}, seq = ?4 \
          WHERE histogram = ?1 AND bucket = ?2 AND ?3 != 0",
-    )?;
+        add_sql("count", "?3")
+    ))?;
     let counts: [(&str, &[u64]); 3] = [
         ("coverage", &h.coverage.buckets),
         ("confidence", &h.confidence.buckets),
@@ -126,30 +177,11 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     ];
     for (name, buckets) in counts {
         for (i, c) in buckets.iter().enumerate() {
-            bucket.execute(params![name, i as i64, to_i64(*c), seq])?;
+            bucket.execute(params![name, i as i64, count_to_sql(*c), seq])?;
         }
     }
 
-    let mut table = tx.prepare_cached(
-        "INSERT INTO retention_tables (name, operations, deleted_records, errors, seq) \
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET \
-         operations = operations + excluded.operations, \
-         deleted_records = deleted_records + excluded.deleted_records, \
-         errors = errors + excluded.errors, seq = excluded.seq",
-    )?;
-    for (label, b) in &d.tables {
-        let name = match label {
-            TableLabel::Table(n) => n.as_str(),
-            TableLabel::Overflow => "",
-        };
-        table.execute(params![
-            name,
-            to_i64(b.operations),
-            to_i64(b.deleted_records),
-            to_i64(b.errors),
-            seq
-        ])?;
-    }
+    write_tables(tx, d, seq)?;
 
     if let Some((config, at)) = d.cove {
         tx.execute(
@@ -187,22 +219,113 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     Ok(())
 }
 
+/// Adds the per-table retention counts of `d`. A table the store does not hold yet gets a row
+/// only while fewer than [`KEPT_TABLES`] tables have one, whoever wrote them (this batch,
+/// another batch of the same commit, another process); past that, its counts go to the
+/// overflow row (name `''`), as they go to the overflow series in the exposition.
+fn write_tables(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Result<()> {
+    if d.tables.is_empty() {
+        return Ok(());
+    }
+    let mut update = tx.prepare_cached(&format!(
+        "UPDATE retention_tables SET {}, {}, {}, seq = ?5 WHERE name = ?1",
+        add_sql("operations", "?2"),
+        add_sql("deleted_records", "?3"),
+        add_sql("errors", "?4"),
+    ))?;
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT INTO retention_tables (name, operations, deleted_records, errors, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET {}, seq = excluded.seq",
+        add_excluded(&RETENTION_COLUMNS)
+    ))?;
+    let mut named: usize = tx.query_row(
+        "SELECT count(*) FROM retention_tables WHERE name != ''",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as usize;
+    for (label, b) in &d.tables {
+        let counts = [b.operations, b.deleted_records, b.errors].map(count_to_sql);
+        let name = match label {
+            TableLabel::Table(n) => n.as_str(),
+            TableLabel::Overflow => "",
+        };
+        if !name.is_empty()
+            && update.execute(params![name, counts[0], counts[1], counts[2], seq])? == 1
+        {
+            continue;
+        }
+        let name = if name.is_empty() || named >= KEPT_TABLES {
+            ""
+        } else {
+            named += 1;
+            name
+        };
+        insert.execute(params![name, counts[0], counts[1], counts[2], seq])?;
+    }
+    Ok(())
+}
+
+/// Folds the table rows past the first [`KEPT_TABLES`] (by the order the store first saw them)
+/// into the overflow row: a store an earlier version wrote without the limit holds no more
+/// tables than are kept afterwards. What every reader exports does not change, since readers
+/// fold those tables into the overflow series already. Returns how many rows were folded.
+pub(crate) fn fold_tables(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let excess = format!(
+        "SELECT id FROM retention_tables WHERE name != '' ORDER BY id LIMIT -1 OFFSET {KEPT_TABLES}"
+    );
+    let named: i64 = conn.query_row(
+        "SELECT count(*) FROM retention_tables WHERE name != ''",
+        [],
+        |r| r.get(0),
+    )?;
+    if named as usize <= KEPT_TABLES {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut folded = RetentionBucket::default();
+    let mut rows = 0;
+    {
+        let mut stmt = tx.prepare(&format!(
+            "SELECT operations, deleted_records, errors FROM retention_tables WHERE id IN ({excess})"
+        ))?;
+        let mut it = stmt.query([])?;
+        while let Some(r) = it.next()? {
+            folded.add(&RetentionBucket {
+                operations: count_from_sql(r.get_ref(0)?),
+                deleted_records: count_from_sql(r.get_ref(1)?),
+                errors: count_from_sql(r.get_ref(2)?),
+            });
+            rows += 1;
+        }
+    }
+    tx.execute(
+        &format!("DELETE FROM retention_tables WHERE id IN ({excess})"),
+        [],
+    )?;
+    let seq: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'seq'", [], |r| r.get(0))?;
+    let mut overflow = Delta::default();
+    overflow.tables.insert(TableLabel::Overflow, folded);
+    write_tables(&tx, &overflow, seq)?;
+    tx.commit()?;
+    Ok(rows)
+}
+
 /// The rows of `sql` stamped after `since`: a minute, then up to ten counts that `bucket`
 /// turns into the minute's bucket.
 fn read_minutes<B>(
     tx: &Transaction<'_>,
     sql: &str,
     since: i64,
-    bucket: fn(&[u64]) -> B,
+    bucket: impl Fn(&[u64]) -> B,
 ) -> rusqlite::Result<Vec<(u64, B)>> {
     let mut stmt = tx.prepare_cached(sql)?;
     let columns = stmt.column_count();
     stmt.query_map([since], |r| {
         let mut values = [0u64; 1 + FactBucket::FIELDS];
-        for (i, v) in values.iter_mut().enumerate().take(columns) {
-            *v = to_u64(r.get(i)?);
+        for (i, v) in values.iter_mut().enumerate().take(columns).skip(1) {
+            *v = count_from_sql(r.get_ref(i)?);
         }
-        Ok((values[0], bucket(&values[1..columns])))
+        Ok((to_u64(r.get(0)?), bucket(&values[1..columns])))
     })?
     .collect()
 }
@@ -211,13 +334,14 @@ fn read_minutes<B>(
 pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result<Changes> {
     let since = to_i64(since);
     let mut c = Changes::default();
-    let get = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(to_u64);
+    let get = |r: &rusqlite::Row<'_>, i: usize| r.get_ref(i).map(count_from_sql);
 
     c.facts = read_minutes(
         tx,
-        "SELECT minute, facts, hallucination_assessed, atomicity_assessed, citation_assessed, \
-         cove_facts, hallucinated, non_atomic, coverage_sum, confidence_sum, rounds_sum \
-         FROM fact_minutes WHERE seq > ?1",
+        &format!(
+            "SELECT minute, {} FROM fact_minutes WHERE seq > ?1",
+            FACT_COLUMNS.join(", ")
+        ),
         since,
         |v| {
             let mut fields = [0; FactBucket::FIELDS];
@@ -344,7 +468,6 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
 mod tests {
     use super::*;
     use crate::event::LockEvent;
-    use crate::model::histogram::HistogramCounts;
     use crate::store::schema;
     use rusqlite::Connection;
     use std::path::Path;
@@ -460,17 +583,125 @@ mod tests {
     }
 
     #[test]
-    fn counters_past_i64_wrap_like_the_ones_in_memory() {
+    fn counts_stop_at_the_limit_in_sql_and_in_rust_and_always_read_back() {
         let mut conn = store();
         let mut d = Delta::default();
-        d.histograms.coverage.sum = u64::MAX - 1;
-        d.totals.facts = u64::MAX;
+        d.histograms.coverage.sum = MAX_COUNT - 1;
+        d.histograms.coverage.buckets[0] = MAX_COUNT - 1;
+        d.totals.facts = MAX_COUNT;
+        d.add_facts(
+            7,
+            &FactBucket::from_fields([MAX_COUNT - 1; FactBucket::FIELDS]),
+        );
+        d.add_retention(
+            7,
+            TableLabel::Overflow,
+            &RetentionBucket {
+                deleted_records: MAX_COUNT - 1,
+                ..RetentionBucket::default()
+            },
+        );
         round_trip(&mut conn, &d, 1, 0);
         let c = round_trip(&mut conn, &d, 2, 0);
-        let mut expected = HistogramCounts::default();
-        expected.coverage.sum = (u64::MAX - 1).wrapping_mul(2);
-        assert_eq!(c.histograms, expected);
-        assert_eq!(c.totals.facts, u64::MAX.wrapping_mul(2));
+        assert_eq!(c.histograms.coverage.sum, MAX_COUNT);
+        assert_eq!(c.histograms.coverage.buckets[0], MAX_COUNT);
+        assert_eq!(c.totals.facts, MAX_COUNT);
+        assert_eq!(
+            c.facts,
+            [(7, FactBucket::from_fields([MAX_COUNT; FactBucket::FIELDS]))],
+            "every fact column"
+        );
+        assert_eq!(c.retention[0].1.deleted_records, MAX_COUNT);
+        assert_eq!(c.tables[0].1.deleted_records, MAX_COUNT);
+
+        // What an earlier version could leave: a wrapped negative count and an overflowed float.
+        conn.execute_batch(
+            "UPDATE counters SET value = -5 WHERE name = 'digests';
+             UPDATE retention_minutes SET operations = 1e19;",
+        )
+        .expect("old values");
+        let mut more = Delta::default();
+        more.totals.digests = 1;
+        more.add_retention(7, TableLabel::Overflow, &RetentionBucket::default());
+        let c = round_trip(&mut conn, &more, 3, 0);
+        assert_eq!(c.totals.digests, MAX_COUNT);
+        assert_eq!(c.retention[0].1.operations, MAX_COUNT);
+        let stored: (String, i64) = conn
+            .query_row(
+                "SELECT typeof(operations), operations FROM retention_minutes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row");
+        assert_eq!(
+            stored,
+            ("integer".to_owned(), i64::MAX),
+            "written back whole"
+        );
+    }
+
+    #[test]
+    fn new_tables_past_the_kept_ones_go_to_the_overflow_row() {
+        let mut conn = store();
+        let run = RetentionBucket {
+            operations: 1,
+            ..RetentionBucket::default()
+        };
+        let mut d = Delta::default();
+        for i in 0..KEPT_TABLES + 5 {
+            d.add_retention(1, TableLabel::Table(name(&format!("t{i:05}"))), &run);
+        }
+        let c = round_trip(&mut conn, &d, 1, 0);
+        assert_eq!(c.tables.len(), KEPT_TABLES + 1);
+        assert_eq!(
+            c.tables.last(),
+            Some(&(
+                TableLabel::Overflow,
+                RetentionBucket {
+                    operations: 5,
+                    ..RetentionBucket::default()
+                }
+            ))
+        );
+        let mut known = Delta::default();
+        known.add_retention(1, TableLabel::Table(name("t00000")), &run);
+        known.add_retention(1, TableLabel::Table(name("new")), &run);
+        let c = round_trip(&mut conn, &known, 2, 1);
+        assert_eq!(
+            c.tables.len(),
+            KEPT_TABLES + 1,
+            "a kept table still adds up"
+        );
+        assert_eq!(c.tables[0].1.operations, 2);
+        assert_eq!(c.tables.last().map(|t| t.1.operations), Some(6));
+    }
+
+    #[test]
+    fn a_store_with_tables_past_the_kept_ones_is_folded_into_the_overflow_row() {
+        let mut conn = store();
+        for i in 0..KEPT_TABLES + 3 {
+            conn.execute(
+                "INSERT INTO retention_tables (name, operations, deleted_records, errors, seq) \
+                 VALUES (?1, 1, 2, 0, 1)",
+                [format!("t{i:05}")],
+            )
+            .expect("row");
+        }
+        assert_eq!(fold_tables(&mut conn).expect("folded"), 3);
+        assert_eq!(fold_tables(&mut conn).expect("again"), 0, "idempotent");
+        let c = round_trip(&mut conn, &Delta::default(), 2, 0);
+        assert_eq!(c.tables.len(), KEPT_TABLES + 1);
+        assert_eq!(
+            c.tables.last(),
+            Some(&(
+                TableLabel::Overflow,
+                RetentionBucket {
+                    operations: 3,
+                    deleted_records: 6,
+                    errors: 0
+                }
+            ))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::error::{DurableError, StoreError, StoreErrorKind};
 use crate::model::changes::{Changes, Checkpoint};
 use crate::model::delta::Delta;
 use crate::store::db::Db;
+use crate::store::files::FileId;
 use crate::store::health::StoreHealth;
 use crate::store::options::StoreOptions;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -64,6 +65,73 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The writer's connection to the store, and what it knows of the file it had open.
+#[derive(Debug, Default)]
+struct Conn {
+    db: Option<Db>,
+    /// The database file last opened: another store found at the path later is not adopted.
+    opened: Option<FileId>,
+    /// The file was deleted or replaced, and no store has been opened since.
+    gone: bool,
+}
+
+impl Conn {
+    /// The open store, opening it first if needed; with whether it was just opened and nothing
+    /// had ever been written to it (a fresh store, which then gets everything the source holds).
+    fn open(&mut self, options: &StoreOptions) -> Result<(&mut Db, bool), StoreError> {
+        let (db, fresh) = match self.db.take() {
+            Some(db) => (db, false),
+            None => {
+                let db = Db::open(options).map_err(|e| match e.kind() {
+                    StoreErrorKind::Io if self.gone => StoreError::new(
+                        StoreErrorKind::Gone,
+                        e.path(),
+                        format!(
+                            "the store's file is gone and no store can be created at this path \
+                             yet ({}); nothing is acknowledged until one can, and then \
+                             everything kept in memory is written to it",
+                            e.message()
+                        ),
+                    ),
+                    _ => e,
+                })?;
+                if let Some(opened) = self.opened
+                    && db.file_id() != Some(opened)
+                    && !db.is_fresh()
+                {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Gone,
+                        &options.path,
+                        "another store was put in place of the file while it was in use, and is \
+                         not written to: move it away and a fresh store gets everything kept in \
+                         memory, or restart to use it instead",
+                    ));
+                }
+                self.opened = db.file_id();
+                self.gone = false;
+                let fresh = db.is_fresh();
+                (db, fresh)
+            }
+        };
+        Ok((self.db.insert(db), fresh))
+    }
+
+    /// Takes note of a failure: unless the file was only locked, it is reopened next time (it
+    /// may have been fixed or replaced).
+    fn failed(&mut self, e: &StoreError) {
+        match e.kind() {
+            StoreErrorKind::Busy => {}
+            StoreErrorKind::Gone => {
+                if let Some(db) = self.db.take() {
+                    db.close_gone();
+                }
+                self.gone = true;
+            }
+            _ => self.db = None,
+        }
+    }
+}
+
 /// The writer thread of one recorder.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
@@ -96,12 +164,12 @@ impl Writer {
     /// never exports less than the store holds), then starts the writer thread. If the store
     /// cannot be opened, the thread keeps trying.
     pub(crate) fn start(&self, source: Arc<dyn Source>) {
-        let mut db = None;
-        sync(&*source, &self.shared, &mut db, false, Vec::new());
+        let mut conn = Conn::default();
+        sync(&*source, &self.shared, &mut conn, false, Vec::new());
         let shared = Arc::clone(&self.shared);
         let spawned = std::thread::Builder::new()
             .name("reflexio-store".into())
-            .spawn(move || run(&shared, &*source, db));
+            .spawn(move || run(&shared, &*source, conn));
         match spawned {
             Ok(handle) => *lock(&self.thread) = Some(handle),
             Err(e) => {
@@ -157,20 +225,22 @@ impl Writer {
     }
 }
 
-fn run(shared: &Shared, source: &dyn Source, mut db: Option<Db>) {
+fn run(shared: &Shared, source: &dyn Source, mut conn: Conn) {
     let interval = shared.options.flush_interval;
+    let check_interval = shared.options.integrity_check_interval;
     let mut next = Instant::now() + interval;
+    let mut next_check = Instant::now() + check_interval;
     loop {
         let (requests, stop) = {
             let mut q = lock(&shared.queue);
             loop {
                 let now = Instant::now();
-                if q.stop || !q.requests.is_empty() || now >= next {
+                if q.stop || !q.requests.is_empty() || now >= next || now >= next_check {
                     break;
                 }
                 q = shared
                     .wake
-                    .wait_timeout(q, next - now)
+                    .wait_timeout(q, next.min(next_check) - now)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
@@ -179,10 +249,36 @@ fn run(shared: &Shared, source: &dyn Source, mut db: Option<Db>) {
             }
             (std::mem::take(&mut q.requests), q.stop)
         };
-        next = Instant::now() + interval;
-        sync(source, shared, &mut db, true, requests);
+        let now = Instant::now();
+        if now >= next_check {
+            // Before the round, so that a damaged file refuses this round's batches already.
+            check(source, shared, &mut conn);
+            next_check = Instant::now() + check_interval;
+        }
+        if stop || !requests.is_empty() || now >= next {
+            next = Instant::now() + interval;
+            sync(source, shared, &mut conn, true, requests);
+        }
         if stop {
             break;
+        }
+    }
+}
+
+/// The periodic integrity check of an open store: damage found makes the store unhealthy, and
+/// the file is reopened (and checked whole) before anything more is written to it.
+fn check(source: &dyn Source, shared: &Shared, conn: &mut Conn) {
+    let Some(db) = conn.db.as_mut() else {
+        return;
+    };
+    match db.quick_check() {
+        Ok(()) => {}
+        Err(e) if e.kind() == StoreErrorKind::Busy => {
+            tracing::debug!(error = %e, "integrity check skipped: the store is locked");
+        }
+        Err(e) => {
+            lock(&shared.health).failed(&e, source.now());
+            conn.failed(&e);
         }
     }
 }
@@ -193,7 +289,7 @@ fn run(shared: &Shared, source: &dyn Source, mut db: Option<Db>) {
 fn sync(
     source: &dyn Source,
     shared: &Shared,
-    db: &mut Option<Db>,
+    conn: &mut Conn,
     write: bool,
     requests: Vec<Request>,
 ) {
@@ -201,19 +297,19 @@ fn sync(
         .into_iter()
         .partition(|r| !r.checkpoints.is_empty());
     // The error that refuses the checked requests still waiting, once the store failed.
-    let mut failed = sync_group(source, shared, db, write, requests).err();
+    let mut failed = sync_group(source, shared, conn, write, requests).err();
     for request in checked {
-        let reply = match (&failed, db.as_mut()) {
+        let reply = match (&failed, conn.db.as_mut()) {
             (Some(e), _) => Err(e.clone()),
             (None, Some(db)) => commit_checked(source, shared, db, &request),
             (None, None) => Err(DurableError::Closed),
         };
-        if let Err(e @ DurableError::Store(store)) = &reply
-            && store.kind() != StoreErrorKind::Busy
-        {
-            // Reopen (and reload) next round, as after a failed group.
-            *db = None;
-            failed = Some(e.clone());
+        if let Err(e @ DurableError::Store(store)) = &reply {
+            conn.failed(store);
+            if store.kind() != StoreErrorKind::Busy {
+                // Reopened (and reloaded) next round, as after a failed group.
+                failed = Some(e.clone());
+            }
         }
         let _ = request.reply.send(reply);
     }
@@ -246,18 +342,15 @@ fn commit_checked(
 fn sync_group(
     source: &dyn Source,
     shared: &Shared,
-    db: &mut Option<Db>,
+    conn: &mut Conn,
     write: bool,
     requests: Vec<Request>,
 ) -> Result<(), DurableError> {
     let now = source.now();
-    let opened = match db {
-        Some(_) => Ok(false),
-        None => Db::open(&shared.options).map(|opened| db.insert(opened).is_fresh()),
-    };
+    let opened = conn.open(&shared.options).map(|(_, fresh)| fresh);
     let (taken, prune) = match &opened {
-        // A fresh store (created, or replacing a damaged file) gets everything the state
-        // holds, so that it continues where the state is.
+        // A fresh store (created, or replacing a damaged or deleted file) gets everything the
+        // state holds, so that it continues where the state is.
         Ok(fresh) if write => source.take_unflushed(now, *fresh),
         _ => (Delta::default(), (0, 0)),
     };
@@ -269,7 +362,7 @@ fn sync_group(
     }
 
     let result = opened.and_then(|_| {
-        let Some(db) = db.as_mut() else {
+        let Some(db) = conn.db.as_mut() else {
             unreachable!("opened above");
         };
         if delta.is_empty() {
@@ -291,10 +384,7 @@ fn sync_group(
         Err(e) => {
             source.restore_unflushed(taken);
             lock(&shared.health).failed(&e, now);
-            if e.kind() != StoreErrorKind::Busy {
-                // Reopen (and reload) next time: the file may have been fixed or replaced.
-                *db = None;
-            }
+            conn.failed(&e);
             Err(DurableError::Store(e))
         }
     };
@@ -484,7 +574,10 @@ mod tests {
         let writer = Writer::new(options.clone());
         let source = FakeSource::default();
         source.calls().pending = Delta::of_facts(9, 1);
-        let mut db = Some(Db::open(&options).expect("opened"));
+        let mut conn = Conn {
+            db: Some(Db::open(&options).expect("opened")),
+            ..Conn::default()
+        };
         let request = |delta, checkpoints| {
             let (reply, done) = mpsc::sync_channel(1);
             let request = Request {
@@ -508,7 +601,7 @@ mod tests {
         sync(
             &source,
             &writer.shared,
-            &mut db,
+            &mut conn,
             true,
             vec![moved, a, checked, b],
         );
@@ -522,7 +615,7 @@ mod tests {
                 key: "legacy:facts".into()
             })
         );
-        drop(db);
+        drop(conn);
         assert_eq!(
             stored(&options),
             (13, 2),

@@ -1,0 +1,179 @@
+//! The real binary when its store goes away or is damaged while it runs (ingest is refused with
+//! 503, `/readyz` says why, nothing acknowledged is lost, and it recovers once the store is
+//! usable again), and when junk fills its lock table.
+
+mod common;
+
+use common::{Bridge, eventually, fact};
+use reflexio_otel::{Recorder, StoreOptions};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn batch(n: usize) -> String {
+    Value::Array((0..n).map(|i| fact(i % 2 == 0, 0.97)).collect()).to_string()
+}
+
+/// `/readyz`'s status and the kind of the store's trouble.
+fn readiness(bridge: &Bridge) -> (u16, String) {
+    let (status, _, body) = bridge.get("/readyz", None);
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    (
+        status,
+        body["store"]["kind"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// The facts a stopped bridge left in the store.
+fn stored_facts(path: &Path) -> u64 {
+    let r = Recorder::builder()
+        .without_upkeep_thread()
+        .store(StoreOptions::new(path))
+        .build();
+    let facts = r.snapshot().totals.facts;
+    r.shutdown().expect("close");
+    facts
+}
+
+#[test]
+fn a_deleted_store_directory_turns_ingest_away_until_it_is_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sub = dir.path().join("store");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let store = sub.join("metrics.db");
+    let bridge = Bridge::start(&[
+        "--store",
+        store.to_str().expect("path"),
+        "--flush-interval",
+        "100ms",
+    ]);
+    let json = "application/json";
+    assert_eq!(bridge.post(batch(10), json, None).0, 202);
+
+    std::fs::remove_dir_all(&sub).expect("rm -rf");
+    let (status, body) = bridge.post(batch(5), json, None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(readiness(&bridge), (503, "gone".to_owned()));
+    assert_eq!(bridge.scrape()["reflexio_store_healthy"], 0.0);
+    assert_eq!(
+        bridge.scrape()["reflexio_facts_total"],
+        10.0,
+        "what was acknowledged is still exported"
+    );
+    assert!(
+        bridge.log_text().contains("deleted"),
+        "{}",
+        bridge.log_text()
+    );
+
+    std::fs::create_dir(&sub).expect("the directory is back");
+    assert!(eventually(WAIT, || readiness(&bridge).0 == 200));
+    assert_eq!(bridge.post(batch(3), json, None).0, 202);
+    assert!(bridge.terminate().success());
+    assert_eq!(stored_facts(&store), 13, "nothing acknowledged was lost");
+}
+
+#[test]
+fn damage_to_the_store_of_a_running_bridge_makes_it_not_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&[
+        "--store",
+        store.to_str().expect("path"),
+        "--flush-interval",
+        "100ms",
+        "--integrity-check-interval",
+        "200ms",
+    ]);
+    let json = "application/json";
+    // Facts over every minute of the day: a store of many pages.
+    let now = jiff::Timestamp::now();
+    let events: Vec<Value> = (0..1440)
+        .map(|m| {
+            let mut f = fact(false, 0.97);
+            f["time"] = json!((now - jiff::SignedDuration::from_mins(m)).to_string());
+            f
+        })
+        .collect();
+    assert_eq!(
+        bridge.post(Value::Array(events).to_string(), json, None).0,
+        202
+    );
+
+    // Every page in the main file, then all but the schema's and the one a quiet flush reads
+    // overwritten.
+    let conn = rusqlite::Connection::open(&store).expect("open");
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .expect("checkpoint");
+    let (page_size, meta): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT page_size FROM pragma_page_size), rootpage FROM sqlite_schema \
+             WHERE name = 'meta'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("layout");
+    drop(conn);
+    let (page_size, meta) = (page_size as usize, meta as usize);
+    let mut bytes = std::fs::read(&store).expect("read");
+    for (i, b) in bytes.iter_mut().enumerate() {
+        let page = i / page_size + 1;
+        if page != 1 && page != meta {
+            *b = (i * 31 % 251) as u8;
+        }
+    }
+    std::fs::write(&store, &bytes).expect("damage");
+
+    assert!(
+        eventually(WAIT, || readiness(&bridge).0 == 503),
+        "{}",
+        bridge.log_text()
+    );
+    assert_eq!(readiness(&bridge).1, "corrupt");
+    assert_eq!(bridge.scrape()["reflexio_store_healthy"], 0.0);
+    assert_eq!(bridge.post(batch(2), json, None).0, 503);
+    assert_eq!(bridge.scrape()["reflexio_facts_total"], 1440.0);
+
+    // The operator moves the damaged file aside: a fresh store gets everything.
+    std::fs::rename(&store, dir.path().join("damaged.db")).expect("move");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.display()));
+    }
+    assert!(eventually(WAIT, || readiness(&bridge).0 == 200));
+    assert_eq!(bridge.post(batch(2), json, None).0, 202);
+    assert!(bridge.terminate().success());
+    assert_eq!(stored_facts(&store), 1442);
+}
+
+#[test]
+fn junk_locks_filling_the_table_never_make_real_events_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&["--store", store.to_str().expect("path")]);
+    let json = "application/json";
+    let junk: Vec<Value> = (0..1024)
+        .map(|i| json!({"type": "lock_acquired", "name": format!("junk{i:04}"), "holder": "x"}))
+        .collect();
+    assert_eq!(
+        bridge.post(Value::Array(junk).to_string(), json, None).0,
+        202
+    );
+    let real = json!([
+        fact(false, 0.97),
+        {"type": "lock_acquired", "name": "daily_digest", "holder": "worker-1", "pid": 4242}
+    ]);
+    let (status, body) = bridge.post(real.to_string(), json, None);
+    assert_eq!(status, 202, "{body}");
+    let late = json!([
+        fact(true, 0.97),
+        {"type": "lock_released", "name": "junk0000", "holder": "x"}
+    ]);
+    let (status, body) = bridge.post(late.to_string(), json, None);
+    assert_eq!(status, 202, "a late release of an evicted lock: {body}");
+    let s = bridge.scrape();
+    assert_eq!(s["reflexio_facts_total"], 2.0);
+    assert_eq!(s["reflexio_active_locks"], 1024.0);
+    assert_eq!(s["reflexio_evicted_locks_total"], 1.0);
+}

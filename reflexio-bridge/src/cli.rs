@@ -29,8 +29,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Serve metrics and take events (the default).
     Serve(Box<ServeArgs>),
-    /// Backfill the store from an existing deployment's database (its last 7 days) and exit.
-    /// Idempotent: rows already read, by this command or by a running bridge, count once.
+    /// Backfill the store from an existing deployment's database and exit: every row counts in
+    /// the totals, the last 7 days also in the windows. Idempotent: rows already read, by this
+    /// command or by a running bridge, count once.
     Import(ImportArgs),
 }
 
@@ -72,7 +73,8 @@ pub(crate) struct ServeArgs {
     /// auth_token_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
     /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
     /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
-    /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
+    /// lock_dir, lock_names, legacy_tz, legacy_poll_interval, legacy_env_file, cove_enabled,
+    /// cove_threshold, evict_locks_after, integrity_check_interval).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -165,7 +167,8 @@ pub(crate) struct ServeArgs {
     pub(crate) otlp_client_key: Option<PathBuf>,
 
     /// Follow an existing Reflexio deployment's SQLite database: read-only, reading only new
-    /// rows each poll. The first poll backfills its last 7 days.
+    /// rows each poll. The first poll counts every row in the totals, and its last 7 days in
+    /// the windows.
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_LEGACY_DB")]
     pub(crate) legacy_db: Option<PathBuf>,
 
@@ -174,12 +177,40 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR", env = "REFLEXIO_BRIDGE_LOCK_DIR")]
     pub(crate) lock_dir: Option<PathBuf>,
 
+    /// The application's lock names in --lock-dir, or globs of them (`*`, `?`, `[a-z]`),
+    /// comma-separated or repeated: only their `{name}.pid` files are locks. Reflexio's is
+    /// `daily_digest`. Required when --lock-dir is a shared directory (/tmp, /var/tmp, /run,
+    /// /dev/shm) [default: every .pid file].
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        env = "REFLEXIO_BRIDGE_LOCK_NAMES"
+    )]
+    pub(crate) lock_names: Vec<String>,
+
     /// The time zone of times the application wrote without an offset, such as Europe/Berlin
     /// [default: the system's].
     #[arg(long, value_name = "ZONE", env = "REFLEXIO_BRIDGE_LEGACY_TZ")]
     pub(crate) legacy_tz: Option<String>,
 
-    /// Time between polls of --legacy-db and --lock-dir [default: 5s].
+    /// The application's `.env` file: its ENABLE_COVE and COVE_CONFIDENCE_THRESHOLD are read as
+    /// the application reads them, and again whenever the file changes.
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_LEGACY_ENV_FILE")]
+    pub(crate) legacy_env_file: Option<PathBuf>,
+
+    /// Whether the application runs CoVe: true or false (also 1/0, yes/no, on/off); alone, true.
+    /// Wins over --legacy-env-file [env: REFLEXIO_BRIDGE_COVE_ENABLED; default with --legacy-db:
+    /// the application's, false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub(crate) cove_enabled: Option<String>,
+
+    /// The application's CoVe confidence threshold, in [0, 1]. Wins over --legacy-env-file
+    /// [env: REFLEXIO_BRIDGE_COVE_THRESHOLD; default with --legacy-db: the application's, 0.7].
+    #[arg(long, value_name = "FRACTION")]
+    pub(crate) cove_threshold: Option<String>,
+
+    /// Time between polls of --legacy-db, --lock-dir and --legacy-env-file [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_LEGACY_POLL_INTERVAL")]
     pub(crate) legacy_poll_interval: Option<Duration>,
 

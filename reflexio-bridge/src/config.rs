@@ -3,8 +3,8 @@
 //! setting and where its value came from.
 
 use crate::cli::{ServeArgs, parse_duration};
-use crate::legacy::{self, LegacySettings};
-use reflexio_otel::{Recorder, RecorderBuilder, StoreOptions};
+use crate::legacy::{self, CoveSettings, FileCove, LegacySettings, LockNames};
+use reflexio_otel::{Fraction, Recorder, RecorderBuilder, StoreOptions};
 use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
@@ -140,6 +140,9 @@ pub(crate) struct Config {
     pub(crate) otlp_disabled: bool,
     /// What to follow of an existing deployment, if anything.
     pub(crate) legacy: Option<LegacySettings>,
+    /// The application's CoVe settings, and what its `.env` file said of them at start.
+    pub(crate) cove: CoveSettings,
+    pub(crate) cove_file: Option<FileCove>,
     /// `None`: the recorder's default, a multiple of `stale_lock_after`.
     pub(crate) evict_locks_after: Option<Duration>,
     pub(crate) integrity_check_interval: Duration,
@@ -171,8 +174,12 @@ struct FileSettings {
     otlp_client_key: Option<PathBuf>,
     legacy_db: Option<PathBuf>,
     lock_dir: Option<PathBuf>,
+    lock_names: Option<toml::Value>,
     legacy_tz: Option<String>,
     legacy_poll_interval: Option<String>,
+    legacy_env_file: Option<PathBuf>,
+    cove_enabled: Option<toml::Value>,
+    cove_threshold: Option<toml::Value>,
     evict_locks_after: Option<String>,
     integrity_check_interval: Option<String>,
 }
@@ -363,6 +370,7 @@ impl Config {
         let otlp_disabled = env_bool("OTEL_SDK_DISABLED", &env)?.unwrap_or(false);
         let otlp = otlp.filter(|_| !otlp_disabled);
         let legacy = Self::legacy(&args, &file, fp)?;
+        let (cove, cove_file) = Self::cove(&args, &file, fp, &env)?;
 
         let listen = match (args.listen, file.listen) {
             (Some(addr), _) => addr,
@@ -475,6 +483,8 @@ impl Config {
             otlp,
             otlp_disabled,
             legacy,
+            cove,
+            cove_file,
             evict_locks_after,
             integrity_check_interval,
             warnings,
@@ -509,7 +519,39 @@ impl Config {
                 .transpose()?
                 .unwrap_or(Duration::from_secs(5)),
         };
-        if db.is_none() && lock_dir.is_none() {
+        let lock_names = match (&args.lock_names, &file.lock_names) {
+            (names, _) if !names.is_empty() => LockNames::new(names.iter().map(String::as_str))
+                .map_err(|e| invalid("--lock-names", Source::Flag, e))?,
+            (_, Some(value)) => file_names(value)
+                .and_then(|names| LockNames::new(names.iter().map(String::as_str)))
+                .map_err(|e| invalid("lock_names", Source::File(fp), e))?,
+            (_, None) => LockNames::any(),
+        };
+        match &lock_dir {
+            None if !lock_names.is_any() => {
+                return Err(UsageError(
+                    "invalid --lock-names: it names lock files in --lock-dir, which is not set"
+                        .into(),
+                ));
+            }
+            Some(dir) if lock_names.is_any() => {
+                if let Some(shared) = legacy::shared_system_dir(dir) {
+                    return Err(UsageError(format!(
+                        "invalid --lock-dir {}: it is {shared}, a directory every program writes \
+                         its .pid files into, and each would count as a lock of the \
+                         application's; name the application's locks with --lock-names \
+                         (Reflexio's: --lock-names daily_digest)",
+                        dir.display()
+                    )));
+                }
+            }
+            _ => {}
+        }
+        let env_file = args
+            .legacy_env_file
+            .clone()
+            .or_else(|| file.legacy_env_file.clone());
+        if db.is_none() && lock_dir.is_none() && env_file.is_none() {
             return Ok(None);
         }
         let zone = zone.unwrap_or_else(|| {
@@ -521,9 +563,94 @@ impl Config {
         Ok(Some(LegacySettings {
             db,
             lock_dir,
+            lock_names,
             zone,
             poll_interval,
         }))
+    }
+
+    /// The CoVe settings: `--cove-enabled` and `--cove-threshold` (flag, environment, file), and
+    /// `--legacy-env-file`, read now: a value the application could not use stops the bridge.
+    fn cove(
+        args: &ServeArgs,
+        file: &FileSettings,
+        fp: &Path,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(CoveSettings, Option<FileCove>), UsageError> {
+        const ENABLED_VAR: &str = "REFLEXIO_BRIDGE_COVE_ENABLED";
+        const THRESHOLD_VAR: &str = "REFLEXIO_BRIDGE_COVE_THRESHOLD";
+        let as_text = |v: &Option<toml::Value>| match v {
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+            None => None,
+        };
+        let described = |source: Source<'_>, flag: &str, key: &str| match source {
+            Source::Flag => flag.to_owned(),
+            Source::Env(var) => var.to_owned(),
+            Source::File(path) => format!("{key} in {}", path.display()),
+        };
+        let enabled = pick(
+            args.cove_enabled.clone(),
+            &[ENABLED_VAR],
+            env,
+            as_text(&file.cove_enabled),
+            fp,
+        )
+        .map(|(v, source)| {
+            legacy::pydantic_bool(v.trim())
+                .map(|b| (b, described(source, "--cove-enabled", "cove_enabled")))
+                .ok_or_else(|| {
+                    invalid(
+                        "--cove-enabled",
+                        source,
+                        format!("`{v}` is not true or false (1/0, yes/no, on/off)"),
+                    )
+                })
+        })
+        .transpose()?;
+        let threshold = pick(
+            args.cove_threshold.clone(),
+            &[THRESHOLD_VAR],
+            env,
+            as_text(&file.cove_threshold),
+            fp,
+        )
+        .map(|(v, source)| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|t| Fraction::new(t).ok())
+                .map(|t| (t, described(source, "--cove-threshold", "cove_threshold")))
+                .ok_or_else(|| {
+                    invalid(
+                        "--cove-threshold",
+                        source,
+                        format!("`{v}` is not a number from 0 to 1"),
+                    )
+                })
+        })
+        .transpose()?;
+        let env_file = args
+            .legacy_env_file
+            .clone()
+            .or_else(|| file.legacy_env_file.clone());
+        let cove = CoveSettings {
+            enabled,
+            threshold,
+            app_defaults: args.legacy_db.is_some()
+                || file.legacy_db.is_some()
+                || env_file.is_some(),
+            env_file,
+        };
+        let source = if args.legacy_env_file.is_some() {
+            Source::Flag
+        } else {
+            Source::File(fp)
+        };
+        let read = cove
+            .read_env_file()
+            .map_err(|e| invalid("--legacy-env-file", source, e))?;
+        Ok((cove, read))
     }
 
     fn otlp(
@@ -759,6 +886,23 @@ fn positive_millis(ms: &str) -> Option<Duration> {
         .ok()
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
+}
+
+/// Lock names from the configuration file: an array of strings, or one comma-separated string.
+fn file_names(value: &toml::Value) -> Result<Vec<String>, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.split(',').map(str::to_owned).collect()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Err(format!("expected lock names as strings, got {other}")),
+            })
+            .collect(),
+        other => Err(format!(
+            "expected an array of lock names, or a comma-separated string, got {other}"
+        )),
+    }
 }
 
 /// A boolean OpenTelemetry variable: `true` or `false` in any case; unset or empty is `None`.
@@ -1090,6 +1234,262 @@ mod tests {
             (legacy.db, legacy.poll_interval),
             (None, Duration::from_secs(5))
         );
+    }
+
+    #[test]
+    fn lock_names_pick_the_applications_files_and_are_needed_in_shared_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locks = |args: ServeArgs| resolve(args, &[]).map(|c| c.legacy.expect("legacy"));
+        let flags = ServeArgs {
+            lock_dir: Some(dir.path().to_owned()),
+            lock_names: vec!["daily_digest".into(), "retention_*".into()],
+            ..ServeArgs::default()
+        };
+        let names = locks(flags).expect("valid").lock_names;
+        assert!(names.matches("daily_digest") && names.matches("retention_facts"));
+        assert!(!names.matches("sshd"));
+        // None given: every .pid file, except in a shared directory.
+        let any = ServeArgs {
+            lock_dir: Some(dir.path().to_owned()),
+            ..ServeArgs::default()
+        };
+        assert!(locks(any).expect("valid").lock_names.is_any());
+        for shared in ["/tmp", "/var/tmp", "/run", "/dev/shm", "/tmp/"] {
+            let args = ServeArgs {
+                lock_dir: Some(shared.into()),
+                ..ServeArgs::default()
+            };
+            let err = locks(args).expect_err(shared);
+            assert!(
+                err.0
+                    .starts_with(&format!("invalid --lock-dir {shared}: it is "))
+                    && err
+                        .0
+                        .contains("name the application's locks with --lock-names")
+                    && err.0.contains("--lock-names daily_digest"),
+                "{err}"
+            );
+        }
+        let args = ServeArgs {
+            lock_dir: Some("/tmp".into()),
+            lock_names: vec!["daily_digest".into()],
+            ..ServeArgs::default()
+        };
+        assert!(locks(args).is_ok(), "named locks in /tmp");
+        // From the file: an array or a comma-separated string; checked like the flag.
+        let file = dir.path().join("bridge.toml");
+        for (text, ok) in [
+            (
+                "lock_dir = \"/tmp\"\nlock_names = [\"daily_digest\", \"job_*\"]\n",
+                true,
+            ),
+            (
+                "lock_dir = \"/tmp\"\nlock_names = \"daily_digest,job_*\"\n",
+                true,
+            ),
+            (
+                "lock_dir = \"/tmp\"\nlock_names = [\"daily_digest.pid\"]\n",
+                false,
+            ),
+            ("lock_dir = \"/tmp\"\nlock_names = 3\n", false),
+        ] {
+            std::fs::write(&file, text).expect("write");
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                ..ServeArgs::default()
+            };
+            match locks(args) {
+                Ok(legacy) => {
+                    assert!(ok, "{text}");
+                    assert_eq!(legacy.lock_names.patterns(), ["daily_digest", "job_*"]);
+                }
+                Err(e) => {
+                    assert!(!ok, "{text}: {e}");
+                    assert!(e.0.starts_with("invalid lock_names (in "), "{e}");
+                }
+            }
+        }
+        let err = locks(ServeArgs {
+            lock_names: vec!["daily_digest".into()],
+            ..ServeArgs::default()
+        })
+        .expect_err("no directory");
+        assert!(err.0.contains("--lock-dir, which is not set"), "{err}");
+        let err = locks(ServeArgs {
+            lock_dir: Some(dir.path().to_owned()),
+            lock_names: vec!["w[0-9".into()],
+            ..ServeArgs::default()
+        })
+        .expect_err("malformed");
+        assert!(
+            err.0
+                .starts_with("invalid --lock-names (on the command line): "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cove_settings_come_from_flags_env_file_and_the_apps_env_file() {
+        use crate::legacy::Origin;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env_file = dir.path().join(".env");
+        std::fs::write(
+            &env_file,
+            "ENABLE_COVE=true\nCOVE_CONFIDENCE_THRESHOLD=0.85\n",
+        )
+        .expect("write");
+        let toml = dir.path().join("bridge.toml");
+        std::fs::write(&toml, "cove_enabled = false\ncove_threshold = 0.6\n").expect("write");
+        let cove = |args: ServeArgs, vars: &[(&str, &str)]| {
+            let c = resolve(args, vars).expect("valid");
+            let resolved = c.cove.resolve(c.cove_file.as_ref());
+            resolved.map(|r| {
+                (
+                    r.config.enabled,
+                    r.config.threshold.get(),
+                    r.enabled_from.to_string(),
+                    r.threshold_from.to_string(),
+                )
+            })
+        };
+        // Nothing given, not following: nothing recorded.
+        assert_eq!(cove(ServeArgs::default(), &[]), None);
+        // Following a database: the application's defaults.
+        let follow = ServeArgs {
+            legacy_db: Some("app.db".into()),
+            ..ServeArgs::default()
+        };
+        let default = "the application's default".to_owned();
+        assert_eq!(
+            cove(follow.clone(), &[]),
+            Some((false, 0.7, default.clone(), default.clone()))
+        );
+        // The app's .env file.
+        let with_file = ServeArgs {
+            legacy_env_file: Some(env_file.clone()),
+            ..follow.clone()
+        };
+        let in_file = |key: &str| format!("{key} in {}", env_file.display());
+        assert_eq!(
+            cove(with_file.clone(), &[]),
+            Some((
+                true,
+                0.85,
+                in_file("ENABLE_COVE"),
+                in_file("COVE_CONFIDENCE_THRESHOLD")
+            ))
+        );
+        // The configuration file wins over the .env file, the environment over the
+        // configuration file, a flag over everything.
+        let configured = ServeArgs {
+            config: Some(toml.clone()),
+            ..with_file.clone()
+        };
+        let in_toml = |key: &str| format!("{key} in {}", toml.display());
+        assert_eq!(
+            cove(configured.clone(), &[]),
+            Some((
+                false,
+                0.6,
+                in_toml("cove_enabled"),
+                in_toml("cove_threshold")
+            ))
+        );
+        let vars = [
+            ("REFLEXIO_BRIDGE_COVE_ENABLED", "on"),
+            ("REFLEXIO_BRIDGE_COVE_THRESHOLD", "0.75"),
+        ];
+        assert_eq!(
+            cove(configured.clone(), &vars),
+            Some((
+                true,
+                0.75,
+                "REFLEXIO_BRIDGE_COVE_ENABLED".into(),
+                "REFLEXIO_BRIDGE_COVE_THRESHOLD".into()
+            ))
+        );
+        let flags = ServeArgs {
+            cove_enabled: Some("false".into()),
+            cove_threshold: Some("0.9".into()),
+            ..configured
+        };
+        assert_eq!(
+            cove(flags, &vars),
+            Some((
+                false,
+                0.9,
+                "--cove-enabled".into(),
+                "--cove-threshold".into()
+            ))
+        );
+        // Outside follow mode a flag alone is recorded, with the app's other default.
+        let alone = ServeArgs {
+            cove_enabled: Some("true".into()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            cove(alone, &[]),
+            Some((true, 0.7, "--cove-enabled".into(), default))
+        );
+        let c = resolve(with_file, &[]).expect("valid");
+        assert_eq!(c.cove.env_file.as_deref(), Some(env_file.as_path()));
+        assert!(c.legacy.is_some(), "the .env file is followed");
+        let resolved = c.cove.resolve(c.cove_file.as_ref()).expect("configured");
+        assert!(matches!(resolved.enabled_from, Origin::EnvFile(..)));
+    }
+
+    #[test]
+    fn cove_settings_the_application_could_not_use_stop_the_bridge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env_file = dir.path().join(".env");
+        std::fs::write(&env_file, "ENABLE_COVE=perhaps\n").expect("write");
+        type Case<'a> = (ServeArgs, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                ServeArgs {
+                    cove_enabled: Some("sometimes".into()),
+                    ..ServeArgs::default()
+                },
+                vec![],
+                "invalid --cove-enabled (on the command line): `sometimes` is not true or false",
+            ),
+            (
+                ServeArgs::default(),
+                vec![("REFLEXIO_BRIDGE_COVE_THRESHOLD", "1.2")],
+                "invalid --cove-threshold (in REFLEXIO_BRIDGE_COVE_THRESHOLD): `1.2` is not a \
+                 number from 0 to 1",
+            ),
+            (
+                ServeArgs {
+                    legacy_env_file: Some(env_file.clone()),
+                    ..ServeArgs::default()
+                },
+                vec![],
+                "invalid --legacy-env-file (on the command line): ENABLE_COVE=\"perhaps\" in ",
+            ),
+            (
+                ServeArgs {
+                    legacy_env_file: Some(dir.path().join("missing.env")),
+                    ..ServeArgs::default()
+                },
+                vec![],
+                "invalid --legacy-env-file (on the command line): cannot read ",
+            ),
+        ];
+        for (args, vars, expected) in cases {
+            let err = resolve(args, &vars).expect_err(expected);
+            assert!(
+                err.0.starts_with(expected),
+                "{err}\ndoes not start with {expected}"
+            );
+        }
+        // A key given elsewhere is not read from the file: its invalid value does not matter.
+        let args = ServeArgs {
+            legacy_env_file: Some(env_file),
+            cove_enabled: Some("1".into()),
+            ..ServeArgs::default()
+        };
+        assert!(resolve(args, &[]).is_ok());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 use crate::answer::{Place, error_body};
 use crate::config::Token;
 use crate::ingest::{self, BadEvent, Format};
-use crate::limits;
 use crate::telemetry::{Outcome, Stats};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
@@ -13,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use reflexio_otel::{DurableError, RecordError, Recorder, StoreError, StoreErrorKind};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 /// What every request handler shares.
@@ -194,16 +193,6 @@ pub(crate) fn store_trouble(kind: StoreErrorKind) -> &'static str {
     }
 }
 
-/// The kind of a store error as the bridge reports it: a write refused by the file size limit
-/// (`RLIMIT_FSIZE`, whose signal the bridge handles) fails as an I/O error in SQLite, and is
-/// `full` here, as on a full disk. `exceeded` tells whether a write passed the limit then.
-pub(crate) fn store_kind(e: &StoreError, exceeded: bool) -> StoreErrorKind {
-    match e.kind() {
-        StoreErrorKind::Io if exceeded => StoreErrorKind::Full,
-        kind => kind,
-    }
-}
-
 /// Ready when the store is open and its last flush succeeded. Anyone is told the kind of
 /// trouble and a short reason; holders of the token (when one is configured) also get the
 /// store's path and the error as SQLite gave it.
@@ -216,8 +205,7 @@ pub(crate) async fn readyz(req: HttpRequest, state: web::Data<AppState>) -> Http
         .last_success
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
-    let exceeded = health.failing_since.is_some_and(limits::exceeded_since);
-    let kind = health.last_error.as_ref().map(|e| store_kind(e, exceeded));
+    let kind = health.last_error.as_ref().map(StoreError::kind);
     let mut store = json!({
         "kind": kind.map(StoreErrorKind::as_str),
         "last_flush_unix_seconds": last_flush,
@@ -373,7 +361,6 @@ async fn ingest_batch(
         );
     }
     let recorder = state.recorder.clone();
-    let started = SystemTime::now();
     let committed = web::block(move || recorder.record_durable(&events)).await;
     let unavailable = |message: String, kind: Option<StoreErrorKind>| {
         let mut body = error_body(
@@ -399,9 +386,7 @@ async fn ingest_batch(
             (Outcome::Invalid, 0, bad_event(&bad))
         }
         Ok(Err(DurableError::Store(e))) => {
-            let exceeded = e.kind() == StoreErrorKind::Io
-                && limits::wait_exceeded_since(started, Duration::from_millis(200)).await;
-            let kind = store_kind(&e, exceeded);
+            let kind = e.kind();
             let r = unavailable(store_trouble(kind).to_owned(), Some(kind));
             (Outcome::Unavailable, 0, r)
         }

@@ -1,6 +1,7 @@
-//! `import`: a one-shot backfill of an existing deployment's last 7 days into the store, with a
-//! progress bar on a terminal and plain progress lines otherwise. It moves the same cursors as
-//! a running bridge, so running it twice, or next to `serve`, counts no row twice.
+//! `import`: a one-shot backfill of an existing deployment's database into the store — every row
+//! into the totals, the last 7 days into the windows — with a progress bar on a terminal and
+//! plain progress lines otherwise. It moves the same cursors as a running bridge, so running it
+//! twice, or next to `serve`, counts no row twice.
 
 use crate::cli::ImportArgs;
 use crate::config::{Config, UsageError};
@@ -124,13 +125,14 @@ fn print_summary(
 ) {
     let mut all = Counts::default();
     println!(
-        "imported {} into {} (rows of the last 7 days; rows read before are skipped):",
+        "imported {} into {} (rows older than 7 days count in the totals only; rows read \
+         before are skipped):",
         db.display(),
         store.display()
     );
     println!(
         "  {:<20} {:>10} {:>10} {:>14} {:>16} {:>14}",
-        "table", "read", "recorded", "older than 7d", "timestamp errors", "invalid values"
+        "table", "read", "counted", "older than 7d", "timestamp errors", "invalid values"
     );
     for (table, c) in totals {
         all.add(c);

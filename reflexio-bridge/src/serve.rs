@@ -38,6 +38,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let cove = legacy::CoveWatch::start(config.cove.clone(), config.cove_file, &recorder);
     let poller = match &config.legacy {
         Some(settings) => {
             let stats = Arc::new(legacy::LegacyStats::default());
@@ -46,6 +47,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
                 settings.clone(),
                 recorder.clone(),
                 stats,
+                Some(cove),
             )?)
         }
         None => None,
@@ -147,7 +149,15 @@ fn log_settings(config: &Config) {
             tracing::info!(db = %db.display(), zone = legacy.zone.iana_name().unwrap_or("(system)"), "following an application database (read-only)");
         }
         if let Some(dir) = &legacy.lock_dir {
-            tracing::info!(dir = %dir.display(), "following a lock directory");
+            let names = if legacy.lock_names.is_any() {
+                "every .pid file".to_owned()
+            } else {
+                legacy.lock_names.patterns().join(",")
+            };
+            tracing::info!(dir = %dir.display(), names = %names, "following a lock directory");
+        }
+        if let Some(file) = &config.cove.env_file {
+            tracing::info!(file = %file.display(), "following the application's .env file (ENABLE_COVE, COVE_CONFIDENCE_THRESHOLD)");
         }
         tracing::info!(poll_interval = %humantime::format_duration(legacy.poll_interval), "legacy poll interval");
     }

@@ -149,6 +149,18 @@ fn a_file_size_limit_makes_the_store_full_instead_of_killing_the_bridge() {
         "nothing logged:\n{}",
         bridge.log_text()
     );
+    // The store's own error count says the same as the answers.
+    let scraped = bridge.scrape();
+    let errors = |kind: &str| {
+        scraped
+            .get(&format!(
+                "reflexio_store_flush_errors_total{{kind=\"{kind}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    assert!(errors("full") >= 1.0, "{scraped:?}");
+    assert_eq!(errors("io"), 0.0, "{scraped:?}");
     assert!(bridge.terminate().success());
 
     // Without the limit, everything acknowledged is there.

@@ -2,7 +2,7 @@
 //! compare times by the recorder's clock, and a lock file whose lock the recorder evicted is not
 //! recorded again until it changes.
 
-use reflexio_bridge::legacy::{LegacySettings, LegacyStats, LockDir, Poller};
+use reflexio_bridge::legacy::{LegacySettings, LegacyStats, LockDir, LockNames, Poller};
 use reflexio_otel::{Clock, ManualClock, Recorder, StoreOptions};
 use std::path::Path;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ fn lock_files_are_compared_with_the_recorders_clock() {
     )
     .expect("write");
     let (recorder, clock) = recorder(&dir.path().join("metrics.db"), DAY);
-    let mut lock_dir = LockDir::new(&locks);
+    let mut lock_dir = LockDir::new(&locks, LockNames::any());
     lock_dir
         .poll(&recorder)
         .expect("a file newer than the recorder's now counts as taken now");
@@ -60,11 +60,12 @@ fn the_follower_reads_rows_by_the_recorders_clock() {
     let settings = LegacySettings {
         db: Some(app),
         lock_dir: None,
+        lock_names: LockNames::any(),
         zone: jiff::tz::TimeZone::UTC,
         poll_interval: Duration::from_millis(50),
     };
-    let poller = Poller::start(settings, recorder.clone(), Arc::new(LegacyStats::default()))
-        .expect("started");
+    let stats = Arc::new(LegacyStats::default());
+    let poller = Poller::start(settings, recorder.clone(), stats, None).expect("started");
     let recorded = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(25));
         recorder.snapshot().totals.transcriptions == 1
@@ -106,7 +107,7 @@ fn a_lock_file_whose_lock_was_evicted_is_recorded_again_only_once_it_changes() {
         .evict_locks_after(Duration::from_secs(2 * 3600))
         .store(StoreOptions::new(dir.path().join("metrics.db")))
         .build();
-    let mut lock_dir = LockDir::new(&locks);
+    let mut lock_dir = LockDir::new(&locks, LockNames::any());
     lock_dir.poll(&recorder).expect("polled");
     let s = recorder.snapshot();
     assert_eq!(

@@ -1,7 +1,10 @@
-//! Following an existing deployment: fixture databases written as the Python app writes them
-//! (every timestamp format, missing tables and columns, NULLs and invalid values, rows deleted
-//! by the app, a writer holding its lock), followed by the real bridge, and the scraped values
-//! compared with values computed from the fixture's own records of what it wrote.
+//! Following an existing deployment: fixture databases written exactly as the Python app writes
+//! them (its timestamp shapes, with and without a fraction of a second, in a zone east and one
+//! west of UTC; partial verdicts; retention runs; rows of every age, so that the first poll
+//! counts the database's whole past), followed by the real bridge, and the scraped values
+//! compared with values counted by hand from the fixture's own record of what it wrote. Also
+//! values the app does not write, missing tables and columns, rows deleted by the app, a writer
+//! holding its lock, `import`, lock directories and the app's CoVe settings.
 
 mod common;
 
@@ -15,8 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// UTC+05:30 all year: a misread zone shows as a 5.5-hour shift.
-const ZONE: &str = "Asia/Kolkata";
+/// UTC+05:00 all year, as the app's own deployment: a local time misread as UTC lies 5 hours
+/// in the future.
+const EAST: &str = "Asia/Tashkent";
+/// UTC-05:00 all year: a local time misread as UTC lies 5 hours in the past.
+const WEST: &str = "America/Bogota";
 const POLL: &str = "100ms";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,34 +30,41 @@ fn hours(h: f64) -> SignedDuration {
     SignedDuration::from_secs_f64(h * 3600.0)
 }
 
-/// Ages chosen so that reading a time in the wrong zone moves the row across a window edge.
+/// Ages chosen so that reading a time 5 hours off moves the row across a window edge, and rows
+/// older than every window, which count in the totals only.
 fn ages() -> Vec<SignedDuration> {
     vec![
         SignedDuration::from_mins(10),
         hours(2.0),
         hours(20.0),
         hours(23.5),
-        hours(30.0),
+        hours(27.0),
         hours(72.0),
         hours(7.0 * 24.0 - 3.0),
         hours(7.0 * 24.0 + 3.0),
         hours(8.0 * 24.0),
+        hours(30.0 * 24.0),
+        hours(400.0 * 24.0),
     ]
 }
 
 /// How a row's time is written.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Format {
-    /// `2026-02-06T21:38:15.637037+05:30`
-    Offset,
-    /// `2026-02-06T21:38:15.637037`, local.
-    IsoLocal,
-    /// `2026-02-06 21:38:15.637037`, local (Python's `str(datetime)`).
-    SpaceLocal,
-    /// `2026-02-06 21:38:15`, UTC: SQLite's `CURRENT_TIMESTAMP` (in its default columns only).
+    /// `datetime.now(timezone.utc).isoformat()`: `2026-11-30T03:18:43.319067+00:00`, or
+    /// `2026-11-30T03:18:43+00:00` when the microsecond is 0 (`transcriptions.created_at`).
+    UtcIso { whole: bool },
+    /// `datetime.now()` through sqlite3's default adapter, local: `2026-11-30 08:19:18.549622`,
+    /// or `2026-11-30 08:19:18` when the microsecond is 0 (`facts.created_at`,
+    /// `retention_audit_log.executed_at`).
+    LocalStr { whole: bool },
+    /// SQLite's `CURRENT_TIMESTAMP`, UTC: `2026-11-30 03:18:43` (`digests.created_at`, which
+    /// nothing in the app writes).
     CurrentTimestamp,
-    /// `2026-02-06 21:38:15`, local: the same shape in a column without that default.
-    SecondsLocal,
+    /// With the local offset: `2026-02-06T21:38:15.637037+05:00` (other writers).
+    Offset,
+    /// ISO 8601 without an offset, local: `2026-02-06T21:38:15.637037` (other writers).
+    IsoLocal,
 }
 
 /// A row's time as written: a format, or something that is no time.
@@ -60,22 +73,39 @@ enum When {
     At(SignedDuration, Format),
     Null,
     Garbage,
-    /// Three hours ahead, offset included: no zone makes it valid.
+    /// Three hours ahead, offset included: no zone makes it valid, and it is counted at the
+    /// poll's time.
     Future,
 }
 
 impl When {
-    fn value(self, now: Timestamp) -> Value {
-        let zone = TimeZone::get(ZONE).expect("zone");
+    fn value(self, now: Timestamp, zone: &TimeZone) -> Value {
         match self {
             When::At(age, format) => {
-                let at = now - age;
+                let mut at = now - age;
+                let whole = matches!(
+                    format,
+                    Format::UtcIso { whole: true }
+                        | Format::LocalStr { whole: true }
+                        | Format::CurrentTimestamp
+                );
+                if whole {
+                    // Python's `str()` and `isoformat()` drop a fraction of exactly 0.
+                    at = Timestamp::from_second(at.as_second()).expect("range");
+                } else if at.subsec_microsecond() == 0 {
+                    // ... and print six digits of any other.
+                    at += SignedDuration::from_micros(1);
+                }
                 let (tz, pattern) = match format {
-                    Format::Offset => (zone, "%Y-%m-%dT%H:%M:%S%.6f%:z"),
-                    Format::IsoLocal => (zone, "%Y-%m-%dT%H:%M:%S%.6f"),
-                    Format::SpaceLocal => (zone, "%Y-%m-%d %H:%M:%S%.6f"),
+                    Format::UtcIso { whole: false } => {
+                        (TimeZone::UTC, "%Y-%m-%dT%H:%M:%S%.6f+00:00")
+                    }
+                    Format::UtcIso { whole: true } => (TimeZone::UTC, "%Y-%m-%dT%H:%M:%S+00:00"),
+                    Format::LocalStr { whole: false } => (zone.clone(), "%Y-%m-%d %H:%M:%S%.6f"),
+                    Format::LocalStr { whole: true } => (zone.clone(), "%Y-%m-%d %H:%M:%S"),
                     Format::CurrentTimestamp => (TimeZone::UTC, "%Y-%m-%d %H:%M:%S"),
-                    Format::SecondsLocal => (zone, "%Y-%m-%d %H:%M:%S"),
+                    Format::Offset => (zone.clone(), "%Y-%m-%dT%H:%M:%S%.6f%:z"),
+                    Format::IsoLocal => (zone.clone(), "%Y-%m-%dT%H:%M:%S%.6f"),
                 };
                 Value::Text(at.to_zoned_datetime(tz).strftime(pattern).to_string())
             }
@@ -85,17 +115,31 @@ impl When {
         }
     }
 
-    /// Recorded by the bridge: a time, within the last 7 days.
-    fn recorded(self) -> bool {
-        matches!(self, When::At(age, _) if age <= hours(7.0 * 24.0))
+    /// Counted by the bridge: any row with a time.
+    fn counted(self) -> bool {
+        !self.bad()
     }
 
+    /// In the 24-hour window: within it, or ahead of the clock (counted at the poll).
     fn in_24h(self) -> bool {
-        matches!(self, When::At(age, _) if age < hours(24.0))
+        match self {
+            When::At(age, _) => age < hours(24.0),
+            When::Future => true,
+            _ => false,
+        }
+    }
+
+    /// In the 7-day window, likewise.
+    fn in_7d(self) -> bool {
+        match self {
+            When::At(age, _) => age <= hours(7.0 * 24.0),
+            When::Future => true,
+            _ => false,
+        }
     }
 
     fn bad(self) -> bool {
-        !matches!(self, When::At(..))
+        matches!(self, When::Null | When::Garbage)
     }
 }
 
@@ -113,8 +157,10 @@ struct FactRow {
     invalid: u64,
 }
 
+/// A fact as the app writes one: INTEGER 0/1 flags, REAL coverage and confidence, INTEGER
+/// rounds, any of them NULL; `variant` picks one of nine.
 fn fact_row(when: When, variant: usize) -> FactRow {
-    use Value::{Integer as I, Null as N, Real as R, Text as T};
+    use Value::{Integer as I, Null as N, Real as R};
     let (columns, (hallucinated, atomic, coverage), cove, invalid) = match variant % 9 {
         0 => (
             [I(0), I(1), R(0.98), R(0.9), I(2)],
@@ -149,13 +195,8 @@ fn fact_row(when: When, variant: usize) -> FactRow {
             None,
             1,
         ),
-        // Flags and numbers as text.
-        5 => (
-            [T("false".into()), T("1".into()), T("0.95".into()), N, N],
-            (Some(false), Some(true), Some(0.95)),
-            None,
-            0,
-        ),
+        // Nothing known at all: a fact, in no quality figure.
+        5 => ([N, N, N, N, N], (None, None, None), None, 0),
         // Known to be hallucinated, citation coverage NULL: a hallucination all the same.
         6 => ([I(1), N, N, N, N], (Some(true), None, None), None, 0),
         // Not atomic, with a coverage, hallucination unknown.
@@ -201,6 +242,8 @@ struct RetentionRow {
 struct App {
     path: PathBuf,
     conn: Connection,
+    zone_name: &'static str,
+    zone: TimeZone,
     now: Timestamp,
     facts: Vec<FactRow>,
     transcriptions: Vec<When>,
@@ -209,6 +252,8 @@ struct App {
     ids: u64,
 }
 
+/// The app's schema: the time columns' declared defaults are `CURRENT_TIMESTAMP`, though the
+/// app writes every time but the digests' itself.
 const FULL_SCHEMA: &str = "
     CREATE TABLE transcriptions (
         id TEXT PRIMARY KEY, audio_path TEXT, text TEXT,
@@ -220,7 +265,9 @@ const FULL_SCHEMA: &str = "
         is_hallucination INTEGER, is_atomic INTEGER, citation_coverage REAL,
         cove_confidence REAL, cove_verification_rounds INTEGER
     );
-    CREATE TABLE digests (id TEXT PRIMARY KEY, date TEXT, content TEXT, created_at TEXT);
+    CREATE TABLE digests (
+        id TEXT PRIMARY KEY, date TEXT, content TEXT, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+    );
     CREATE TABLE retention_audit_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT, table_name TEXT, operation TEXT,
         record_count INTEGER, executed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
@@ -229,13 +276,15 @@ const FULL_SCHEMA: &str = "
 ";
 
 impl App {
-    fn create(dir: &Path, schema: &str) -> App {
+    fn create(dir: &Path, schema: &str, zone: &'static str) -> App {
         let path = dir.join("reflexio.db");
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch(schema).expect("schema");
         App {
             path,
             conn,
+            zone_name: zone,
+            zone: TimeZone::get(zone).expect("zone"),
             now: Timestamp::now(),
             facts: Vec::new(),
             transcriptions: Vec::new(),
@@ -243,6 +292,10 @@ impl App {
             retention: Vec::new(),
             ids: 0,
         }
+    }
+
+    fn value(&self, when: When) -> Value {
+        when.value(self.now, &self.zone)
     }
 
     /// The age of a row written at this very moment (negative: `now` is when the app began).
@@ -263,7 +316,7 @@ impl App {
                 "INSERT INTO facts (id, content, created_at, is_hallucination, is_atomic, \
                  citation_coverage, cove_confidence, cove_verification_rounds) \
                  VALUES (?1, 'a fact', ?2, ?3, ?4, ?5, ?6, ?7)",
-                rusqlite::params![id, row.when.value(self.now), h, a, c, conf, rounds],
+                rusqlite::params![id, self.value(row.when), h, a, c, conf, rounds],
             )
             .expect("insert fact");
         self.facts.push(row);
@@ -274,7 +327,7 @@ impl App {
         self.conn
             .execute(
                 "INSERT INTO transcriptions (id, text, created_at) VALUES (?1, 'hello', ?2)",
-                rusqlite::params![id, when.value(self.now)],
+                rusqlite::params![id, self.value(when)],
             )
             .expect("insert transcription");
         self.transcriptions.push(when);
@@ -285,7 +338,7 @@ impl App {
         self.conn
             .execute(
                 "INSERT INTO digests (id, date, content, created_at) VALUES (?1, '2026-02-06', 'd', ?2)",
-                rusqlite::params![id, when.value(self.now)],
+                rusqlite::params![id, self.value(when)],
             )
             .expect("insert digest");
         self.digests.push(when);
@@ -299,7 +352,7 @@ impl App {
                 rusqlite::params![
                     row.table,
                     row.record_count,
-                    row.when.value(self.now),
+                    self.value(row.when),
                     row.dry_run,
                     row.error
                 ],
@@ -308,27 +361,17 @@ impl App {
         self.retention.push(row);
     }
 
-    /// Every kind of row the app writes, in every format, at every age.
+    /// What the app writes, at every age, each time with and without a fraction of a second.
     fn fill(&mut self) {
-        let formats = [
-            Format::Offset,
-            Format::IsoLocal,
-            Format::SpaceLocal,
-            Format::CurrentTimestamp,
-        ];
         let mut variant = 0;
         for age in ages() {
-            for format in formats {
-                self.add_fact(fact_row(When::At(age, format), variant));
+            for whole in [false, true] {
+                self.add_fact(fact_row(When::At(age, Format::LocalStr { whole }), variant));
                 variant += 1;
-                self.add_transcription(When::At(age, format));
-                // digests.created_at has no CURRENT_TIMESTAMP default: that shape is local.
-                let digest_format = match format {
-                    Format::CurrentTimestamp => Format::SecondsLocal,
-                    other => other,
-                };
-                self.add_digest(When::At(age, digest_format));
+                self.add_transcription(When::At(age, Format::UtcIso { whole }));
             }
+            // Nothing in the app writes digests: SQLite's default does.
+            self.add_digest(When::At(age, Format::CurrentTimestamp));
         }
         for (i, bad) in [When::Null, When::Garbage, When::Future]
             .into_iter()
@@ -338,55 +381,79 @@ impl App {
             self.add_transcription(bad);
             self.add_digest(bad);
         }
-        // The column default: SQLite's CURRENT_TIMESTAMP now.
+        // The column default itself: SQLite's CURRENT_TIMESTAMP now.
         self.conn
             .execute(
-                "INSERT INTO transcriptions (id, text) VALUES ('by-default', 'x')",
+                "INSERT INTO digests (id, date, content) VALUES ('by-default', 'today', 'x')",
                 [],
             )
             .expect("insert");
-        self.transcriptions
+        self.digests
             .push(When::At(SignedDuration::ZERO, Format::CurrentTimestamp));
 
+        // The retention job: one run per table, dry or not; a table that does not exist.
         use Value::{Integer as I, Null as N, Text as T};
-        let at = |h: f64, f| When::At(hours(h), f);
+        let at = |h: f64, whole| When::At(hours(h), Format::LocalStr { whole });
+        let missing = || T("Table does not exist".into());
         let rows = [
-            (
-                at(1.0, Format::CurrentTimestamp),
-                T("facts".into()),
-                I(10),
-                I(0),
-                N,
-                "facts",
-                10,
-                0,
-            ),
+            (at(1.0, false), "facts", 10, 0, N, 10),
+            (at(1.0, true), "transcriptions", 4, 0, N, 4),
             // A dry run deletes nothing.
-            (
-                at(2.0, Format::Offset),
-                T("facts".into()),
-                I(5),
-                I(1),
-                N,
-                "facts",
-                0,
-                0,
-            ),
-            (
-                at(72.0, Format::SpaceLocal),
-                T("digests".into()),
-                I(3),
-                I(0),
-                T("database is locked".into()),
-                "digests",
-                3,
-                0,
-            ),
+            (at(2.0, false), "facts", 5, 1, N, 0),
+            (at(2.0, true), "digests", 6, 1, N, 0),
+            (at(21.0, false), "audio", 0, 0, missing(), 0),
+            (at(72.0, true), "digests", 3, 0, N, 3),
+            // Just inside the 7 days; 5 hours off, outside.
+            (at(7.0 * 24.0 - 3.0, true), "facts", 8, 0, N, 8),
+            (at(7.0 * 24.0 - 3.0, false), "audio", 0, 0, missing(), 0),
+            // Older than the windows: in the totals only.
+            (at(7.0 * 24.0 + 3.0, true), "facts", 7, 0, N, 7),
+            (at(40.0 * 24.0, false), "transcriptions", 900, 0, N, 900),
+            (at(40.0 * 24.0, true), "facts", 2, 1, N, 0),
+        ];
+        for (when, table, count, dry_run, error, deleted) in rows {
+            self.add_retention(RetentionRow {
+                when,
+                table: T(table.into()),
+                record_count: I(count),
+                dry_run: I(dry_run),
+                error,
+                label: table,
+                deleted,
+                invalid: 0,
+            });
+        }
+    }
+
+    /// Retention runs and facts with values the app never writes: text flags and numbers,
+    /// NULL or missing table names, NULL dry runs, negative counts.
+    fn fill_odd_values(&mut self) {
+        use Value::{Integer as I, Null as N, Real as R, Text as T};
+        let at = |h: f64| When::At(hours(h), Format::LocalStr { whole: false });
+        self.add_fact(FactRow {
+            when: at(1.0),
+            columns: [T("false".into()), T("1".into()), T("0.95".into()), N, N],
+            hallucinated: Some(false),
+            atomic: Some(true),
+            coverage: Some(0.95),
+            cove: None,
+            invalid: 0,
+        });
+        self.add_fact(FactRow {
+            when: at(50.0 * 24.0),
+            columns: [T("yes".into()), R(1.0), R(-0.1), T("0.8".into()), R(2.0)],
+            hallucinated: None,
+            atomic: Some(true),
+            coverage: None,
+            cove: Some((0.8, 2)),
+            invalid: 2,
+        });
+        let rows = [
             // No table name: counted under `unknown`.
-            (at(5.0, Format::IsoLocal), N, I(2), I(0), N, "unknown", 2, 1),
+            (at(5.0), N, I(2), I(0), N, "unknown", 2, 1),
             // dry_run NULL is not 0: its deletions do not count.
             (
-                at(6.0 * 24.0, Format::Offset),
+                at(6.0 * 24.0),
                 T("transcriptions".into()),
                 N,
                 N,
@@ -395,45 +462,15 @@ impl App {
                 0,
                 1,
             ),
+            (at(1.0), T("facts".into()), I(-4), I(0), N, "facts", 0, 1),
             (
-                at(1.0, Format::Offset),
+                at(9.0 * 24.0),
                 T("facts".into()),
-                I(-4),
-                I(0),
-                N,
-                "facts",
-                0,
-                1,
-            ),
-            // Just inside the 7 days in UTC; outside if misread as local time.
-            (
-                at(7.0 * 24.0 - 3.0, Format::CurrentTimestamp),
-                T("audio".into()),
-                I(8),
-                I(0),
+                I(3),
+                T("0".into()),
                 T("".into()),
-                "audio",
-                8,
-                0,
-            ),
-            (
-                at(8.0 * 24.0, Format::Offset),
-                T("facts".into()),
-                I(7),
-                I(0),
-                N,
                 "facts",
-                7,
-                0,
-            ),
-            (
-                When::Garbage,
-                T("facts".into()),
-                I(1),
-                I(0),
-                N,
-                "facts",
-                1,
+                3,
                 0,
             ),
         ];
@@ -451,11 +488,12 @@ impl App {
         }
     }
 
-    /// The values the bridge should export, computed from what was written.
+    /// The values the bridge should export, counted from what was written: every row with a
+    /// time in the totals, the last 24 hours and 7 days in the windows.
     fn expected(&self) -> BTreeMap<String, f64> {
         let mut e = BTreeMap::new();
-        let recorded: Vec<&FactRow> = self.facts.iter().filter(|f| f.when.recorded()).collect();
-        let day: Vec<&FactRow> = recorded
+        let counted: Vec<&FactRow> = self.facts.iter().filter(|f| f.when.counted()).collect();
+        let day: Vec<&FactRow> = counted
             .iter()
             .copied()
             .filter(|f| f.when.in_24h())
@@ -468,26 +506,42 @@ impl App {
         let hallucination: Vec<bool> = day.iter().filter_map(|f| f.hallucinated).collect();
         let atomicity: Vec<bool> = day.iter().filter_map(|f| f.atomic).collect();
         let coverage: Vec<f64> = day.iter().filter_map(|f| f.coverage).collect();
-        e.insert("reflexio_facts_total".into(), n(recorded.len()));
+        e.insert("reflexio_facts_total".into(), n(counted.len()));
         e.insert(
             "reflexio_assessed_facts_total".into(),
-            count(&recorded, |f| f.hallucinated.is_some()),
+            count(&counted, |f| f.hallucinated.is_some()),
         );
         e.insert(
             "reflexio_hallucinated_facts_total".into(),
-            count(&recorded, |f| f.hallucinated == Some(true)),
+            count(&counted, |f| f.hallucinated == Some(true)),
         );
         e.insert(
             "reflexio_atomicity_assessed_facts_total".into(),
-            count(&recorded, |f| f.atomic.is_some()),
+            count(&counted, |f| f.atomic.is_some()),
         );
         e.insert(
             "reflexio_atomicity_violations_total".into(),
-            count(&recorded, |f| f.atomic == Some(false)),
+            count(&counted, |f| f.atomic == Some(false)),
         );
         e.insert(
             "reflexio_citation_coverage_count".into(),
-            count(&recorded, |f| f.coverage.is_some()),
+            count(&counted, |f| f.coverage.is_some()),
+        );
+        e.insert(
+            "reflexio_citation_coverage_sum".into(),
+            counted.iter().filter_map(|f| f.coverage).sum(),
+        );
+        e.insert(
+            "reflexio_cove_confidence_count".into(),
+            count(&counted, |f| f.cove.is_some()),
+        );
+        e.insert(
+            "reflexio_cove_verification_rounds_sum".into(),
+            counted
+                .iter()
+                .filter_map(|f| f.cove)
+                .map(|c| f64::from(c.1))
+                .sum(),
         );
         e.insert("reflexio_facts_24h".into(), n(day.len()));
         let hallucinated = n(hallucination.iter().filter(|h| **h).count());
@@ -533,26 +587,23 @@ impl App {
         );
         e.insert(
             "reflexio_transcriptions_total".into(),
-            n(self.transcriptions.iter().filter(|w| w.recorded()).count()),
+            n(self.transcriptions.iter().filter(|w| w.counted()).count()),
         );
         e.insert(
             "reflexio_digests_total".into(),
-            n(self.digests.iter().filter(|w| w.recorded()).count()),
+            n(self.digests.iter().filter(|w| w.counted()).count()),
         );
 
-        let runs: Vec<&RetentionRow> = self
-            .retention
-            .iter()
-            .filter(|r| r.when.recorded())
-            .collect();
-        e.insert("reflexio_retention_operations_7d".into(), n(runs.len()));
+        let runs: Vec<&RetentionRow> = self.retention.iter().filter(|r| r.when.counted()).collect();
+        let week: Vec<&RetentionRow> = runs.iter().copied().filter(|r| r.when.in_7d()).collect();
+        e.insert("reflexio_retention_operations_7d".into(), n(week.len()));
         e.insert(
             "reflexio_retention_deleted_records_7d".into(),
-            runs.iter().map(|r| r.deleted as f64).sum(),
+            week.iter().map(|r| r.deleted as f64).sum(),
         );
         e.insert(
             "reflexio_retention_errors_7d".into(),
-            n(runs.iter().filter(|r| r.error != Value::Null).count()),
+            n(week.iter().filter(|r| r.error != Value::Null).count()),
         );
         let mut labels: Vec<&str> = runs.iter().map(|r| r.label).collect();
         labels.sort_unstable();
@@ -565,7 +616,11 @@ impl App {
             );
             e.insert(
                 format!("reflexio_retention_deleted_records_total{{table=\"{label}\"}}"),
-                of.map(|r| r.deleted as f64).sum(),
+                of.clone().map(|r| r.deleted as f64).sum(),
+            );
+            e.insert(
+                format!("reflexio_retention_errors_total{{table=\"{label}\"}}"),
+                n(of.filter(|r| r.error != Value::Null).count()),
             );
         }
 
@@ -585,7 +640,7 @@ impl App {
         ] {
             e.insert(
                 source(s, "rows"),
-                n(whens.iter().filter(|w| w.recorded()).count()),
+                n(whens.iter().filter(|w| w.counted()).count()),
             );
             e.insert(
                 source(s, "timestamp_errors"),
@@ -594,7 +649,7 @@ impl App {
         }
         e.insert(
             source("facts", "invalid_values"),
-            recorded.iter().map(|f| f.invalid as f64).sum(),
+            counted.iter().map(|f| f.invalid as f64).sum(),
         );
         e.insert(
             source("retention_audit_log", "invalid_values"),
@@ -610,7 +665,7 @@ fn compare(scraped: &BTreeMap<String, f64>, expected: &BTreeMap<String, f64>) ->
         .iter()
         .filter_map(|(name, want)| {
             let got = scraped.get(name).copied();
-            let same = got.is_some_and(|g| (g - want).abs() < 1e-9);
+            let same = got.is_some_and(|g| (g - want).abs() < 1e-9 * want.abs().max(1.0));
             (!same).then(|| format!("{name}: expected {want}, got {got:?}"))
         })
         .collect()
@@ -623,7 +678,7 @@ fn follow(app: &App, store: &Path, extra: &[&str]) -> Bridge {
         "--legacy-db",
         app.path.to_str().expect("utf-8"),
         "--legacy-tz",
-        ZONE,
+        app.zone_name,
         "--legacy-poll-interval",
         POLL,
     ];
@@ -659,58 +714,108 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-#[test]
-fn every_format_is_read_and_the_scraped_values_match_the_fixture() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = App::create(dir.path(), FULL_SCHEMA);
-    app.fill();
-    let before = std::fs::read(&app.path).expect("read");
-    let store_dir = tempfile::tempdir().expect("tempdir");
-    let store = store_dir.path().join("metrics.db");
+/// Rows of `table` in the app's database, by SQL: what the totals at adoption must equal.
+fn rows_in(app: &App, table: &str) -> f64 {
+    app.conn
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("count") as f64
+}
 
-    let bridge = follow(&app, &store, &[]);
-    let expected = app.expected();
-    wait_for(&bridge, &expected);
-    let s = bridge.scrape();
-    assert_eq!(s["reflexio_legacy_healthy{source=\"database\"}"], 1.0);
-    assert_eq!(
-        s["reflexio_legacy_read_errors_total{source=\"database\"}"],
-        0.0
-    );
-    let log = bridge.log_text();
-    for table in ["transcriptions", "facts", "digests", "retention_audit_log"] {
-        assert!(log.contains(&format!("following table={table}")), "{log}");
+#[test]
+fn the_apps_own_writes_are_counted_exactly_east_and_west_of_utc() {
+    let east_dir = tempfile::tempdir().expect("tempdir");
+    let west_dir = tempfile::tempdir().expect("tempdir");
+    let mut east = App::create(east_dir.path(), FULL_SCHEMA, EAST);
+    let mut west = App::create(west_dir.path(), FULL_SCHEMA, WEST);
+    east.fill();
+    west.fill();
+    let before = std::fs::read(&east.path).expect("read");
+    let east_store = tempfile::tempdir().expect("tempdir");
+    let west_store = tempfile::tempdir().expect("tempdir");
+    let store = east_store.path().join("metrics.db");
+    // Both bridges at once: the first poll of each counts its database's whole past.
+    let east_bridge = follow(&east, &store, &[]);
+    let west_bridge = follow(&west, &west_store.path().join("metrics.db"), &[]);
+    for (app, bridge) in [(&east, &east_bridge), (&west, &west_bridge)] {
+        let expected = app.expected();
+        wait_for(bridge, &expected);
+        // Totals at adoption: every row the database holds, but those without a time.
+        let s = bridge.scrape();
+        let bad = 2.0;
+        assert_eq!(s["reflexio_facts_total"], rows_in(app, "facts") - bad);
+        assert_eq!(
+            s["reflexio_transcriptions_total"],
+            rows_in(app, "transcriptions") - bad
+        );
+        assert_eq!(s["reflexio_digests_total"], rows_in(app, "digests") - bad);
+        let runs: f64 = s
+            .iter()
+            .filter(|(k, _)| k.starts_with("reflexio_retention_operations_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(runs, rows_in(app, "retention_audit_log"));
+        assert_eq!(s["reflexio_legacy_healthy{source=\"database\"}"], 1.0);
+        assert_eq!(
+            s["reflexio_legacy_read_errors_total{source=\"database\"}"],
+            0.0
+        );
+        let log = bridge.log_text();
+        for table in ["transcriptions", "facts", "digests", "retention_audit_log"] {
+            assert!(log.contains(&format!("following table={table}")), "{log}");
+        }
+        assert!(log.contains("first_value=\"last Tuesday\""), "{log}");
+        assert!(log.contains("first_value=NULL"), "{log}");
+        // The row ahead of the clock is counted now, and said so.
+        assert!(log.contains("counted now, at the poll"), "{log}");
+        // The app's own local times told from SQLite's UTC default, per column.
+        for table in ["facts", "retention_audit_log"] {
+            assert!(
+                log.contains(&format!(
+                    "its times without one are local time too, not SQLite's UTC default \
+                     table={table}"
+                )),
+                "{log}"
+            );
+        }
+        assert!(
+            !log.contains("not SQLite's UTC default table=digests"),
+            "{log}"
+        );
     }
-    assert!(log.contains("first_value=\"last Tuesday\""), "{log}");
-    assert!(log.contains("first_value=NULL"), "{log}");
-    assert!(log.contains("is --legacy-tz right?"), "{log}");
+    drop(west_bridge);
 
     // Read-only: the application's file is untouched and nothing was created beside it.
-    assert_eq!(std::fs::read(&app.path).expect("read"), before);
-    assert_eq!(files_in(dir.path()), ["reflexio.db"]);
+    assert_eq!(std::fs::read(&east.path).expect("read"), before);
+    assert_eq!(files_in(east_dir.path()), ["reflexio.db"]);
 
     // The app's retention deletes old rows: no counter goes down, nothing is read twice.
+    let bridge = east_bridge;
+    let app = &mut east;
     app.conn
         .execute("DELETE FROM facts WHERE rowid <= 20", [])
         .expect("delete");
     app.conn
         .execute("DELETE FROM transcriptions WHERE rowid <= 20", [])
         .expect("delete");
-    // New rows, after the deletion.
-    for _ in 0..3 {
+    // New rows, after the deletion; one written at a whole second.
+    for whole in [false, true, false] {
         let age = app.just_now();
-        app.add_fact(fact_row(When::At(age, Format::Offset), 0));
+        app.add_fact(fact_row(When::At(age, Format::LocalStr { whole }), 0));
     }
     let expected = app.expected();
     wait_for(&bridge, &expected);
 
     // The app empties a table and writes again: the new rows reuse the row ids read before.
+    // (Read again, rows are told apart by time: a whole-second time in the very second of the
+    // newest counted would be taken as counted, a documented limit; these have a fraction.)
     app.conn
         .execute("DELETE FROM transcriptions", [])
         .expect("delete");
-    for format in [Format::Offset, Format::SpaceLocal] {
+    for _ in 0..2 {
         let age = app.just_now();
-        app.add_transcription(When::At(age, format));
+        app.add_transcription(When::At(age, Format::UtcIso { whole: false }));
     }
     // The app deletes its newest fact, and the next one takes its row id.
     app.conn
@@ -720,7 +825,10 @@ fn every_format_is_read_and_the_scraped_values_match_the_fixture() {
         )
         .expect("delete");
     let age = app.just_now();
-    app.add_fact(fact_row(When::At(age, Format::IsoLocal), 1));
+    app.add_fact(fact_row(
+        When::At(age, Format::LocalStr { whole: false }),
+        1,
+    ));
     let expected = app.expected();
     wait_for(&bridge, &expected);
     // And stays there: polls that find nothing new change nothing.
@@ -729,7 +837,7 @@ fn every_format_is_read_and_the_scraped_values_match_the_fixture() {
 
     // A restarted bridge continues from its cursors: nothing is counted twice.
     assert!(bridge.terminate().success());
-    let bridge = follow(&app, &store, &[]);
+    let bridge = follow(app, &store, &[]);
     std::thread::sleep(Duration::from_millis(500));
     wait_for(&bridge, &{
         let mut e = expected.clone();
@@ -744,6 +852,16 @@ fn every_format_is_read_and_the_scraped_values_match_the_fixture() {
 }
 
 #[test]
+fn values_the_app_does_not_write_are_left_out_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = App::create(dir.path(), FULL_SCHEMA, EAST);
+    app.fill_odd_values();
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let bridge = follow(&app, &store_dir.path().join("metrics.db"), &[]);
+    wait_for(&bridge, &app.expected());
+}
+
+#[test]
 fn missing_tables_and_columns_leave_the_rest_working() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Facts without any quality column; transcriptions without a time; no digests, no
@@ -752,13 +870,14 @@ fn missing_tables_and_columns_leave_the_rest_working() {
         dir.path(),
         "CREATE TABLE facts (id TEXT PRIMARY KEY, content TEXT, created_at TEXT);
          CREATE TABLE transcriptions (id TEXT PRIMARY KEY, text TEXT);",
+        EAST,
     );
     for i in 0..6 {
         let when = When::At(hours(f64::from(i) * 10.0), Format::Offset);
         app.conn
             .execute(
                 "INSERT INTO facts (id, content, created_at) VALUES (?1, 'f', ?2)",
-                rusqlite::params![format!("f{i}"), when.value(app.now)],
+                rusqlite::params![format!("f{i}"), app.value(when)],
             )
             .expect("insert");
     }
@@ -815,12 +934,13 @@ fn missing_tables_and_columns_leave_the_rest_working() {
     app.conn
         .execute(
             "INSERT INTO digests VALUES ('d2', 'today', ?1)",
-            [When::At(hours(1.0), Format::IsoLocal).value(app.now)],
+            [app.value(When::At(hours(1.0), Format::IsoLocal))],
         )
         .expect("insert");
     let mut more = expected.clone();
-    more.insert("reflexio_digests_total".into(), 1.0);
-    more.insert("reflexio_legacy_rows_total{source=\"digests\"}".into(), 1.0);
+    // Both count in the total; the old one in no window.
+    more.insert("reflexio_digests_total".into(), 2.0);
+    more.insert("reflexio_legacy_rows_total{source=\"digests\"}".into(), 2.0);
     wait_for(&bridge, &more);
 }
 
@@ -828,7 +948,7 @@ fn missing_tables_and_columns_leave_the_rest_working() {
 fn a_writer_holding_its_lock_delays_reads_without_losing_rows() {
     for journal in ["DELETE", "WAL"] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut app = App::create(dir.path(), FULL_SCHEMA);
+        let mut app = App::create(dir.path(), FULL_SCHEMA, EAST);
         app.conn
             .query_row(&format!("PRAGMA journal_mode = {journal}"), [], |_| Ok(()))
             .expect("journal mode");
@@ -878,7 +998,7 @@ fn a_writer_holding_its_lock_delays_reads_without_losing_rows() {
 
 fn import(db: &Path, store: &Path) -> (bool, String, String) {
     let out = Command::new(BIN)
-        .args(["import", "--legacy-tz", ZONE, "--legacy-db"])
+        .args(["import", "--legacy-tz", EAST, "--legacy-db"])
         .arg(db)
         .arg("--store")
         .arg(store)
@@ -903,11 +1023,7 @@ fn many_facts(app: &App, count: usize) {
         tx.execute(
             "INSERT INTO facts (id, created_at, is_hallucination, is_atomic, citation_coverage) \
              VALUES (?1, ?2, ?3, 1, 0.97)",
-            rusqlite::params![
-                format!("m{i}"),
-                when.value(app.now),
-                i64::from(i % 100 == 0)
-            ],
+            rusqlite::params![format!("m{i}"), app.value(when), i64::from(i % 100 == 0)],
         )
         .expect("insert");
     }
@@ -917,7 +1033,7 @@ fn many_facts(app: &App, count: usize) {
 #[test]
 fn import_backfills_once_however_often_it_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut app = App::create(dir.path(), FULL_SCHEMA);
+    let mut app = App::create(dir.path(), FULL_SCHEMA, EAST);
     app.fill();
     let store_dir = tempfile::tempdir().expect("tempdir");
     let store = store_dir.path().join("metrics.db");
@@ -949,7 +1065,7 @@ fn import_backfills_once_however_often_it_runs() {
 #[test]
 fn import_next_to_a_following_bridge_counts_each_row_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::create(dir.path(), FULL_SCHEMA);
+    let app = App::create(dir.path(), FULL_SCHEMA, EAST);
     let total = 60_000;
     many_facts(&app, total);
     let store_dir = tempfile::tempdir().expect("tempdir");
@@ -1080,6 +1196,278 @@ fn lock_files_are_held_locks_and_dead_or_old_ones_are_stale() {
     ));
 }
 
+/// A `/tmp`-like directory: the app's own lock, and three other programs' pid files (a live
+/// one, a dead one, an old one), with `--lock-names` naming the app's.
+#[test]
+fn only_the_named_lock_files_of_a_shared_directory_are_locks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("mkdir");
+    let write = |name: &str, content: &str| std::fs::write(tmp.join(name), content).expect("write");
+    let dead = {
+        let mut child = Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    };
+    let me = std::process::id().to_string();
+    // `ProcessLock("daily_digest")`, held by a live process.
+    write("daily_digest.pid", &me);
+    write("sshd.pid", &me);
+    write("nginx.pid", &dead.to_string());
+    write("crond.pid", &me);
+    set_age(&tmp.join("crond.pid"), Duration::from_secs(3 * 3600));
+    write("x11-display.lock", "ignored");
+    let stores = tempfile::tempdir().expect("tempdir");
+    let locks = |names: &[&str]| {
+        let store = stores.path().join(format!("{}.db", names.join("+")));
+        let mut args = vec![
+            "--store".to_owned(),
+            store.to_str().expect("utf-8").to_owned(),
+            "--lock-dir".to_owned(),
+            tmp.to_str().expect("utf-8").to_owned(),
+            "--legacy-poll-interval".to_owned(),
+            POLL.to_owned(),
+        ];
+        for name in names {
+            args.extend(["--lock-names".to_owned(), (*name).to_owned()]);
+        }
+        Bridge::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let held = |bridge: &Bridge, active: f64, stale: f64| {
+        let mut got = (-1.0, -1.0);
+        let ok = eventually(WAIT, || {
+            let s = bridge.scrape();
+            got = (s["reflexio_active_locks"], s["reflexio_stale_locks"]);
+            got == (active, stale)
+        });
+        assert!(
+            ok,
+            "expected ({active}, {stale}), got {got:?}\n{}",
+            bridge.log_text()
+        );
+    };
+    // Without names every pid file is a lock: what the shared directories refuse.
+    let everything = locks(&[]);
+    held(&everything, 4.0, 2.0);
+    drop(everything);
+    // Named: exactly the app's lock. A glob matching nothing else changes nothing.
+    let bridge = locks(&["daily_digest", "retention_*"]);
+    held(&bridge, 1.0, 0.0);
+    std::thread::sleep(Duration::from_millis(300));
+    held(&bridge, 1.0, 0.0);
+    assert_eq!(
+        bridge.scrape()["reflexio_legacy_invalid_values_total{source=\"lock_dir\"}"],
+        0.0,
+        "other programs' files are not looked at"
+    );
+    assert!(
+        bridge.log_text().contains("names=daily_digest,retention_*"),
+        "{}",
+        bridge.log_text()
+    );
+    // The app takes another lock the glob names; another program writes a pid file.
+    write("retention_facts.pid", &me);
+    write("cupsd.pid", &dead.to_string());
+    held(&bridge, 2.0, 0.0);
+    std::fs::remove_file(tmp.join("daily_digest.pid")).expect("rm");
+    held(&bridge, 1.0, 0.0);
+}
+
+#[test]
+fn a_shared_system_lock_directory_without_lock_names_exits_with_code_2() {
+    for dir in ["/tmp", "/var/tmp/", "/dev/shm"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--lock-dir", dir])
+            .env_remove("REFLEXIO_BRIDGE_LOCK_NAMES")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{dir}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid --lock-dir {dir}"))
+                && stderr.contains("--lock-names daily_digest"),
+            "{stderr}"
+        );
+    }
+    // Named, /tmp is fine; names come from the environment too, comma-separated.
+    let store = tempfile::tempdir().expect("tempdir");
+    let bridge = Bridge::start_with_env(
+        &[
+            "--store",
+            store.path().join("m.db").to_str().expect("utf-8"),
+            "--lock-dir",
+            "/tmp",
+        ],
+        &[("REFLEXIO_BRIDGE_LOCK_NAMES", "daily_digest,reflexio_*")],
+    );
+    assert!(
+        bridge
+            .log_text()
+            .contains("following a lock directory dir=/tmp names=daily_digest,reflexio_*"),
+        "{}",
+        bridge.log_text()
+    );
+}
+
+/// The app's CoVe settings: from its `.env` file (read again while the bridge runs), and from
+/// the bridge's own flag, environment and configuration file, which win over it.
+#[test]
+fn cove_settings_come_from_the_apps_env_file_and_the_bridges_own_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join(".env");
+    let env_arg = env_file.to_str().expect("utf-8").to_owned();
+    std::fs::write(
+        &env_file,
+        "# Reflexio\nDATABASE_PATH=reflexio.db\nexport ENABLE_COVE=True\nCOVE_CONFIDENCE_THRESHOLD=\"0.85\" # tuned\n",
+    )
+    .expect("write");
+    let app = App::create(dir.path(), FULL_SCHEMA, EAST);
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let cove = |b: &Bridge, enabled: f64, threshold: f64| {
+        let mut got = (-1.0, -1.0);
+        let ok = eventually(WAIT, || {
+            let s = b.scrape();
+            got = (
+                s["reflexio_cove_enabled"],
+                s["reflexio_cove_confidence_threshold"],
+            );
+            got == (enabled, threshold)
+        });
+        assert!(
+            ok,
+            "expected ({enabled}, {threshold}), got {got:?}\n{}",
+            b.log_text()
+        );
+    };
+    let followed = follow(
+        &app,
+        &store_dir.path().join("metrics.db"),
+        &["--legacy-env-file", &env_arg],
+    );
+    cove(&followed, 1.0, 0.85);
+    let log = followed.log_text();
+    assert!(
+        log.contains(&format!(
+            "CoVe configuration enabled=true enabled_from=ENABLE_COVE in {env_arg} \
+             threshold=0.85 threshold_from=COVE_CONFIDENCE_THRESHOLD in {env_arg}"
+        )),
+        "{log}"
+    );
+    // The app's operator edits the file: read again, and recorded.
+    std::fs::write(
+        &env_file,
+        "ENABLE_COVE=true\nCOVE_CONFIDENCE_THRESHOLD=0.6\n",
+    )
+    .expect("write");
+    cove(&followed, 1.0, 0.6);
+    // An invalid value: logged once, the last good values kept.
+    std::fs::write(
+        &env_file,
+        "ENABLE_COVE=perhaps\nCOVE_CONFIDENCE_THRESHOLD=0.5\n",
+    )
+    .expect("write");
+    assert!(eventually(WAIT, || followed
+        .log_text()
+        .contains("ENABLE_COVE=\"perhaps\" in")));
+    std::thread::sleep(Duration::from_millis(400));
+    cove(&followed, 1.0, 0.6);
+    assert_eq!(followed.log_text().matches("perhaps").count(), 1);
+    // Fixed, and CoVe turned off; then the keys removed: the app's defaults.
+    std::fs::write(
+        &env_file,
+        "ENABLE_COVE=off\nCOVE_CONFIDENCE_THRESHOLD=0.5\n",
+    )
+    .expect("write");
+    cove(&followed, 0.0, 0.5);
+    std::fs::write(&env_file, "DATABASE_PATH=reflexio.db\n").expect("write");
+    cove(&followed, 0.0, 0.7);
+    assert!(
+        followed.log_text().contains(
+            "CoVe configuration changed enabled=false enabled_from=the application's default"
+        ),
+        "{}",
+        followed.log_text()
+    );
+    drop(followed);
+
+    // The bridge's own settings win: the flag for the threshold, the environment for
+    // `enabled`; the configuration file's value of `enabled` loses to the environment.
+    std::fs::write(
+        &env_file,
+        "ENABLE_COVE=false\nCOVE_CONFIDENCE_THRESHOLD=0.9\n",
+    )
+    .expect("write");
+    let toml = dir.path().join("bridge.toml");
+    std::fs::write(&toml, "cove_enabled = false\ncove_threshold = 0.55\n").expect("write");
+    let own_store = tempfile::tempdir().expect("tempdir");
+    let own = Bridge::start_with_env(
+        &[
+            "--store",
+            own_store.path().join("m.db").to_str().expect("utf-8"),
+            "--config",
+            toml.to_str().expect("utf-8"),
+            "--legacy-env-file",
+            &env_arg,
+            "--cove-threshold",
+            "0.65",
+        ],
+        &[("REFLEXIO_BRIDGE_COVE_ENABLED", "yes")],
+    );
+    cove(&own, 1.0, 0.65);
+    assert!(
+        own.log_text().contains(
+            "enabled_from=REFLEXIO_BRIDGE_COVE_ENABLED threshold=0.65 threshold_from=--cove-threshold"
+        ),
+        "{}",
+        own.log_text()
+    );
+    drop(own);
+    // The configuration file alone, not following a deployment: its value, and the app's
+    // default for the other.
+    let file_store = tempfile::tempdir().expect("tempdir");
+    let from_file = Bridge::start(&[
+        "--store",
+        file_store.path().join("m.db").to_str().expect("utf-8"),
+        "--config",
+        toml.to_str().expect("utf-8"),
+    ]);
+    cove(&from_file, 0.0, 0.55);
+    drop(from_file);
+    // Following a database with nothing given: the app's defaults, not 0.
+    let defaults_store = tempfile::tempdir().expect("tempdir");
+    let defaults = follow(&app, &defaults_store.path().join("m.db"), &[]);
+    cove(&defaults, 0.0, 0.7);
+    assert!(
+        defaults
+            .log_text()
+            .contains("enabled_from=the application's default threshold=0.7"),
+        "{}",
+        defaults.log_text()
+    );
+
+    // A value the app could not use stops the bridge at start.
+    std::fs::write(&env_file, "COVE_CONFIDENCE_THRESHOLD=high\n").expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--legacy-env-file",
+            &env_arg,
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "invalid --legacy-env-file (on the command line): COVE_CONFIDENCE_THRESHOLD=\"high\""
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unusable_legacy_settings_exit_with_code_2() {
     for args in [
@@ -1154,7 +1542,7 @@ fn a_missing_database_is_reported_and_followed_once_it_appears() {
     // Never created by the bridge.
     assert!(!path.exists());
 
-    let mut app = App::create(dir.path(), FULL_SCHEMA);
+    let mut app = App::create(dir.path(), FULL_SCHEMA, EAST);
     app.add_fact(fact_row(When::At(hours(1.0), Format::Offset), 0));
     assert!(eventually(WAIT, || bridge.scrape()["reflexio_facts_total"] == 1.0));
     assert_eq!(
@@ -1166,7 +1554,7 @@ fn a_missing_database_is_reported_and_followed_once_it_appears() {
 #[test]
 fn import_draws_a_progress_bar_on_a_terminal() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = App::create(dir.path(), FULL_SCHEMA);
+    let app = App::create(dir.path(), FULL_SCHEMA, EAST);
     many_facts(&app, 20_000);
     let store = dir.path().join("metrics.db");
     // `script` (util-linux) runs the import on a pseudo-terminal and copies what it shows.

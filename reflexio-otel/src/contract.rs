@@ -574,7 +574,7 @@ spec!(
     Counter,
     "{row}",
     [SOURCE_LABEL],
-    "Rows of the application's database recorded as events, by table."
+    "Rows of the application's database counted, by table: recorded at their time, or (older than 7 days) in the totals only."
 );
 spec!(
     LEGACY_TIMESTAMP_ERRORS,
@@ -583,7 +583,7 @@ spec!(
     Counter,
     "{row}",
     [SOURCE_LABEL],
-    "Rows not recorded because their time is NULL, unparseable or more than 5 minutes ahead, by table."
+    "Rows not counted because their time is NULL or unparseable, by table."
 );
 spec!(
     LEGACY_INVALID_VALUES,

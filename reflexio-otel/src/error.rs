@@ -50,6 +50,12 @@ pub enum RecordError {
         /// The limit.
         limit: usize,
     },
+    /// The event is not a count, so it cannot be added to a [`crate::History`]: a CoVe
+    /// configuration or a lock event.
+    #[error(
+        "a {0} is not a count: a history adds transcriptions, facts, digests and retention runs"
+    )]
+    NotACount(&'static str),
 }
 
 /// Why a durable batch was not recorded. Nothing of a refused batch is recorded.

@@ -38,6 +38,9 @@
 //! - **Windows**: fixed, aligned one-minute buckets holding only integers, so they add exactly
 //!   and merge in any order. The 24h window is the current minute and the 1439 before it; the
 //!   7d window is the current minute and the 10079 before it.
+//! - **History** ([`History`], [`Recorder::record_durable_with_history`]): counts of events
+//!   older than every window — a followed database's past, say — go to the totals, histograms
+//!   and per-table retention totals in one durable commit, without one event per row.
 //! - **Verdicts**: each quality verdict of a [`Fact`] (hallucinated, atomic, citation coverage,
 //!   CoVe result) is optional and counts on its own, with its own denominator.
 //! - **Export** ([`Recorder::register`], [`with_prometheus`], [`encode_text`]): each collection
@@ -58,7 +61,8 @@
 //! 2. `error`: every error past the event boundary.
 //! 3. `model`: value types — the rule every count follows (it stops at the largest stored
 //!    integer), window buckets and windows, histogram layouts and counts, process locks and their
-//!    eviction, totals and table labels, deltas for the store and the changes it returns.
+//!    eviction, totals and table labels, counts of past events, deltas for the store and the
+//!    changes it returns.
 //! 4. `store`: the SQLite store — options and health, schema and migrations, row writes and
 //!    read-back, the files opened (to notice one deleted or replaced) — and its writer thread,
 //!    which reads from a `store::writer::Source` and checks the file's integrity periodically.
@@ -93,6 +97,7 @@ pub use export::prometheus::{
 pub use model::bucket::{EMPTY_WINDOW_VALUE, FactBucket, RetentionBucket};
 pub use model::changes::Checkpoint;
 pub use model::histogram::{Counts, HistogramCounts};
+pub use model::history::History;
 pub use model::totals::{TableLabel, Totals};
 pub use model::window::{DAY_MINUTES, WEEK_MINUTES};
 pub use recorder::{LockGuard, Recorder, RecorderBuilder};

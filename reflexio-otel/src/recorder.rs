@@ -9,6 +9,7 @@ use crate::error::{DurableError, RecordError, StoreError};
 use crate::event::{CoveConfig, Event, Fact, LockEvent, Name, RetentionRun, ValueError};
 use crate::export::instruments;
 use crate::model::changes::Checkpoint;
+use crate::model::history::History;
 use crate::model::locks::this_host;
 use crate::store::health::StoreHealth;
 use crate::store::options::StoreOptions;
@@ -320,7 +321,40 @@ impl Recorder {
         batch: &[(Event, Option<SystemTime>)],
         checkpoints: Vec<Checkpoint>,
     ) -> Result<(), DurableError> {
-        self.engine.record_durable(batch, checkpoints)
+        self.engine
+            .record_durable(batch, &History::new(), checkpoints)
+    }
+
+    /// Like [`Recorder::record_durable_checked`], and adds `history` — counts of events older
+    /// than every window — to the cumulative totals, histograms and per-table retention totals
+    /// in the same transaction, and to no window. A reader adopting a source's past counts its
+    /// old rows this way, without recording them one by one, exactly once with its
+    /// checkpoints. If anything is refused, nothing is recorded.
+    ///
+    /// ```
+    /// use reflexio_otel::{Checkpoint, Event, Fact, History, Recorder, StoreOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// let recorder = Recorder::builder()
+    ///     .store(StoreOptions::new(dir.path().join("metrics.db")))
+    ///     .build();
+    /// let mut past = History::new();
+    /// past.add_facts(&Fact::new(0.9)?, 1_000);
+    /// let recent = [(Event::Fact(Fact::new(0.95)?), None)];
+    /// let cursor = Checkpoint { key: "app:facts".into(), expected: None, value: 1_001 };
+    /// recorder.record_durable_with_history(&recent, &past, vec![cursor])?;
+    /// let snapshot = recorder.snapshot();
+    /// assert_eq!(snapshot.totals.facts, 1_001);
+    /// assert_eq!(snapshot.facts_24h.facts, 1);
+    /// assert_eq!(recorder.checkpoint("app:facts"), Some(1_001));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record_durable_with_history(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+        history: &History,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<(), DurableError> {
+        self.engine.record_durable(batch, history, checkpoints)
     }
 
     /// The process locks held now, each with the time it was taken (with a store: as last

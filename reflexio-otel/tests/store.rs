@@ -3,9 +3,9 @@
 
 use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
-    Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, LockEvent, ManualClock,
-    PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind,
-    StoreOptions,
+    Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, History, LockEvent,
+    ManualClock, PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind,
+    StoreOptions, TableLabel,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1021,6 +1021,78 @@ fn checkpoints_move_with_their_batch_or_refuse_it() {
     let s = open(&path, &clock).snapshot();
     assert_eq!(s.totals.transcriptions, 3);
     assert_eq!(s.totals.digests, 2);
+}
+
+#[test]
+fn a_history_counts_once_with_its_checkpoints_in_the_totals_and_no_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let b = open(&path, &clock);
+    // A month of past rows, counted; two recent ones, recorded at their times.
+    let mut past = History::new();
+    past.add_facts(&fact(true), 40);
+    past.add_facts(&Fact::unassessed(), 60);
+    past.add_transcriptions(250);
+    past.add_retention_runs(&RetentionRun::new("facts", 30).expect("valid"), 4);
+    past.add_retention_runs(&RetentionRun::new("archive", 1).expect("valid"), 1);
+    let recent = [
+        (Event::Fact(fact(false)), Some(clock.now() - HOUR)),
+        (Event::Transcription, None),
+    ];
+    let cursor = |expected| vec![checkpoint("legacy:facts", expected, 102)];
+    a.record_durable_with_history(&recent, &past, cursor(None))
+        .expect("committed");
+    // Another reader that read the same rows: refused whole, nothing counted twice.
+    assert_eq!(
+        b.record_durable_with_history(&recent, &past, cursor(None)),
+        Err(DurableError::CheckpointMoved {
+            key: "legacy:facts".to_owned()
+        })
+    );
+    // An invalid event refuses the history with it.
+    let future = [(Event::Digest, Some(clock.now() + 2 * HOUR))];
+    assert!(matches!(
+        a.record_durable_with_history(&future, &past, Vec::new()),
+        Err(DurableError::Invalid { index: 0, .. })
+    ));
+    let check = |s: &Snapshot| {
+        assert_eq!(
+            (
+                s.totals.facts,
+                s.totals.hallucinated,
+                s.totals.transcriptions
+            ),
+            (101, 40, 251)
+        );
+        assert_eq!(s.totals.hallucination_assessed, 41);
+        assert_eq!((s.facts_24h.facts, s.facts_24h.hallucinated), (1, 0));
+        assert_eq!(s.histograms.coverage.count(), 41);
+        assert_eq!(s.histograms.rounds.sum, 82);
+        assert_eq!(s.retention_7d.operations, 0, "past runs are in no window");
+        let tables: BTreeMap<String, (u64, u64)> = s
+            .retention_by_table
+            .iter()
+            .filter_map(|(label, runs)| match label {
+                TableLabel::Table(name) => {
+                    Some((name.to_string(), (runs.operations, runs.deleted_records)))
+                }
+                TableLabel::Overflow => None,
+            })
+            .collect();
+        assert_eq!(tables["facts"], (4, 120));
+        assert_eq!(tables["archive"], (1, 1));
+    };
+    check(&a.snapshot());
+    a.shutdown().expect("shutdown");
+    b.flush().expect("flush");
+    check(&b.snapshot());
+    // The history is in the store: a restarted reader starts from it.
+    b.shutdown().expect("shutdown");
+    let reopened = open(&path, &clock);
+    check(&reopened.snapshot());
+    assert_eq!(reopened.checkpoint("legacy:facts"), Some(102));
 }
 
 #[test]

@@ -130,10 +130,23 @@ pub enum Found {
     },
 }
 
+/// How the time column of a table, declared `DEFAULT CURRENT_TIMESTAMP`, is seen to hold the
+/// app's own local times: a value with a fraction of a second and no offset, which SQLite's
+/// default never writes. From then on, its values without a fraction are local time too.
+#[derive(Debug)]
+struct LocalTimes {
+    /// `SELECT rowid WHERE rowid > ?1 AND rowid <= ?2 AND (local time with a fraction) LIMIT 1`.
+    find: String,
+    /// The rows up to this row id hold none.
+    checked_to: i64,
+}
+
 /// A followed table: how to read it.
 #[derive(Debug)]
 struct Reader {
     time: TimestampColumn,
+    /// While its values without a fraction are read as UTC: how to tell they are not.
+    local_times: Option<LocalTimes>,
     /// Which of the table's value columns exist.
     present: Vec<bool>,
     /// `SELECT rowid, time, id, values… WHERE rowid > ?1 AND rowid <= ?2 ORDER BY rowid LIMIT ?3`.
@@ -328,8 +341,19 @@ impl AppDb {
             quote(table.time_column()),
             quote(table.name())
         );
+        let local_times = defaults_to_utc.then(|| LocalTimes {
+            find: format!(
+                "SELECT rowid FROM {} WHERE rowid > ?1 AND rowid <= ?2 AND typeof({time}) = 'text' \
+                 AND {time} GLOB '{LOCAL_WITH_FRACTION}' AND NOT substr({time}, 20) GLOB '*[Zz+-]*' \
+                 LIMIT 1",
+                quote(table.name()),
+                time = quote(table.time_column()),
+            ),
+            checked_to: 0,
+        });
         let reader = Reader {
             time: TimestampColumn::new(self.zone.clone(), defaults_to_utc),
+            local_times,
             present,
             select,
             identify,
@@ -379,6 +403,47 @@ impl AppDb {
             .map_err(err)
     }
 
+    /// Looks at the rows of `table` up to `upto` not looked at yet for the app's own local
+    /// times in a column that defaults to `CURRENT_TIMESTAMP` (see [`LocalTimes`]).
+    fn look_for_local_times(&mut self, table: Table, upto: i64) -> Result<(), ReadError> {
+        let path = self.path.clone();
+        let err = |e| ReadError::new(&path, e);
+        let Some(reader) = self
+            .tables
+            .iter_mut()
+            .find(|(t, _, _)| *t == table)
+            .and_then(|(_, _, r)| r.as_mut())
+        else {
+            return Ok(());
+        };
+        let Some(local) = &mut reader.local_times else {
+            return Ok(());
+        };
+        if local.checked_to >= upto {
+            return Ok(());
+        }
+        let mut stmt = self.conn.prepare_cached(&local.find).map_err(err)?;
+        let found: Option<i64> = stmt
+            .query_row((local.checked_to, upto), |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        match found {
+            None => local.checked_to = upto,
+            Some(rowid) => {
+                tracing::info!(
+                    %table,
+                    column = table.time_column(),
+                    rowid,
+                    "the application writes local times here itself (with a fraction of a \
+                     second); its times without one are local time too, not SQLite's UTC default"
+                );
+                reader.local_times = None;
+                reader.time.read_seconds_as_local();
+            }
+        }
+        Ok(())
+    }
+
     /// Reads up to `limit` rows of `table` with row ids in `(after, upto]`, in row id order,
     /// and hands each to `f`. Returns how many were read.
     pub(crate) fn read(
@@ -389,6 +454,7 @@ impl AppDb {
         limit: usize,
         mut f: impl FnMut(Row),
     ) -> Result<usize, ReadError> {
+        self.look_for_local_times(table, upto)?;
         let path = self.path.clone();
         let err = |e| ReadError::new(&path, e);
         let Some(reader) = self
@@ -435,6 +501,11 @@ impl AppDb {
         Ok(n)
     }
 }
+
+/// `YYYY-MM-DD HH:MM:SS.f…` (or with a `T`): a time with a fraction of a second, as Python's
+/// `str(datetime)` and `isoformat()` write it; without an offset after it, it is local time.
+const LOCAL_WITH_FRACTION: &str =
+    "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9]*";
 
 /// Whether a column default writes SQLite's current UTC time: `CURRENT_TIMESTAMP`, or
 /// `datetime('now')` (not `datetime('now', 'localtime')`).

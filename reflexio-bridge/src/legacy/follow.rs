@@ -1,7 +1,8 @@
 //! Moving the application's new rows into the recorder exactly once. Each table has a cursor in
 //! the store, moved in the same transaction as the events of the rows read up to it: a crash, a
 //! restart or a second reader (an import next to a running bridge) neither loses nor repeats a
-//! row.
+//! row. Rows older than every window are not recorded one by one: a batch adds their counts to
+//! the totals as one [`History`], in the same transaction.
 //!
 //! The cursor is the last row id read, a fingerprint of that row, the newest row time counted,
 //! and a version that every commit moves (each commit checks it, so two readers never both
@@ -12,15 +13,15 @@
 
 use super::db::{AppDb, ReadError, Table};
 use super::timestamp::BadTimestamp;
-use reflexio_otel::{Checkpoint, DurableError, Event, Recorder, RecorderBuilder};
+use reflexio_otel::{Checkpoint, DurableError, Event, History, Recorder, RecorderBuilder};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How far back rows are recorded: the longest window. Older rows are read once (the cursor
-/// passes them) but not recorded.
+/// How far back rows are recorded at their time: the longest window. Older rows count in the
+/// totals only (the first poll of a database counts its whole past that way).
 pub const HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How far ahead of the clock a row's time may be: the recorder's default skew. A row further
-/// ahead is a timestamp error (typically a wrong `--legacy-tz`).
+/// ahead (typically a wrong `--legacy-tz`) is counted at the time of the poll, and logged.
 pub const MAX_AHEAD: Duration = RecorderBuilder::DEFAULT_MAX_FUTURE_SKEW;
 
 /// Rows per committed batch: a read holds the database's shared lock only this long.
@@ -47,11 +48,13 @@ pub enum FollowError {
 pub struct Counts {
     /// Rows read.
     pub rows: u64,
-    /// Rows recorded as events.
+    /// Rows counted: recorded at their time, or counted in the totals only.
     pub recorded: u64,
-    /// Rows older than [`HISTORY`], not recorded.
+    /// Of those, rows older than [`HISTORY`]: counted in the totals only, in no window.
     pub too_old: u64,
-    /// Rows not recorded because their time is NULL, unparseable or too far ahead.
+    /// Of those, rows more than [`MAX_AHEAD`] ahead of the clock: counted at the poll's time.
+    pub ahead: u64,
+    /// Rows not counted because their time is NULL or unparseable.
     pub timestamp_errors: u64,
     /// Values left out of recorded rows because they were invalid.
     pub invalid_values: u64,
@@ -65,6 +68,7 @@ impl Counts {
         self.rows += other.rows;
         self.recorded += other.recorded;
         self.too_old += other.too_old;
+        self.ahead += other.ahead;
         self.timestamp_errors += other.timestamp_errors;
         self.invalid_values += other.invalid_values;
         self.advanced += other.advanced;
@@ -193,12 +197,13 @@ impl BadTimes {
             ),
             (
                 &self.ahead,
-                "rows more than 5 minutes in the future skipped: is --legacy-tz right?",
+                "rows more than 5 minutes in the future counted now, at the poll: is --legacy-tz \
+                 right?",
             ),
             (
                 &self.unknown,
-                "rows without a usable time read again after a deletion: not counted (they \
-                 may have been counted before)",
+                "rows without a usable time, or ahead of the clock, read again after a \
+                 deletion: not counted (they may have been counted before)",
             ),
         ] {
             if let Some((rowid, value)) = &bad.first {
@@ -256,7 +261,8 @@ impl Follower {
 
     /// Reads every table's rows added since the last poll, committing them batch by batch;
     /// `on_batch` sees each committed batch's counts. Rows older than [`HISTORY`] before `now`
-    /// are passed over: the first poll of a database backfills its last 7 days.
+    /// count in the totals only: the first poll of a database counts every row it holds, and
+    /// fills the windows with its last 7 days.
     pub fn poll(
         &mut self,
         now: SystemTime,
@@ -325,9 +331,10 @@ impl Follower {
             let mut after = next.cursor.unwrap_or(0);
             loop {
                 let mut batch: Vec<(Event, Option<SystemTime>)> = Vec::new();
+                let mut history = History::new();
                 let mut counts = Counts::default();
-                // Rows without a usable time, by what is wrong: how many, and the first's row
-                // id and value.
+                // Rows without a usable time, or ahead of the clock, by what is wrong: how
+                // many, and the first's row id and value.
                 let mut bad = BadTimes::default();
                 let read = self.db.read(table, after, max, self.batch_rows, |row| {
                     next.cursor = Some(row.rowid);
@@ -335,39 +342,44 @@ impl Follower {
                     counts.rows += 1;
                     // Read again: counted before, unless newer than everything counted then.
                     let suspect = reread.filter(|(to, _)| row.rowid <= *to);
-                    let time = match row.time {
-                        Ok(t) if t > latest => Err((BadTimestamp::Unparseable, Some(t))),
-                        Ok(t) => Ok(t),
-                        Err(e) => Err((e, None)),
-                    };
-                    match (time, suspect) {
+                    match (row.time, suspect) {
                         (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => {}
+                        // Ahead of the clock, it was counted at the time of a poll: whether
+                        // before cannot be told.
+                        (Ok(t), Some(_)) if t > latest => {
+                            bad.unknown.add(row.rowid, || "-".into());
+                        }
                         (Ok(t), _) => {
-                            let us = micros(t);
+                            // The time it counts at: its own, or now if it is too far ahead.
+                            let us = micros(if t > latest { now } else { t });
                             next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
+                            counts.recorded += 1;
+                            counts.invalid_values += u64::from(row.invalid_values);
                             if t < earliest {
                                 counts.too_old += 1;
+                                history
+                                    .add(&row.event, 1)
+                                    .unwrap_or_else(|_| unreachable!("rows are counts"));
+                            } else if t > latest {
+                                // Never dropped for its time: counted now, and logged.
+                                counts.ahead += 1;
+                                bad.ahead.add(row.rowid, || {
+                                    let ahead = t.duration_since(now).unwrap_or_default();
+                                    let ahead = Duration::from_secs(ahead.as_secs());
+                                    format!("{} ahead", humantime::format_duration(ahead))
+                                });
+                                batch.push((row.event, None));
                             } else {
-                                counts.recorded += 1;
-                                counts.invalid_values += u64::from(row.invalid_values);
                                 batch.push((row.event, Some(t)));
                             }
                         }
                         // Whether it was counted before cannot be told without a time.
                         (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
-                        (Err((BadTimestamp::Null, _)), None) => {
+                        (Err(BadTimestamp::Null), None) => {
                             counts.timestamp_errors += 1;
                             bad.null.add(row.rowid, || "NULL".into());
                         }
-                        (Err((BadTimestamp::Unparseable, Some(t))), None) => {
-                            counts.timestamp_errors += 1;
-                            bad.ahead.add(row.rowid, || {
-                                let ahead = t.duration_since(now).unwrap_or_default();
-                                let ahead = Duration::from_secs(ahead.as_secs());
-                                format!("{} ahead", humantime::format_duration(ahead))
-                            });
-                        }
-                        (Err((BadTimestamp::Unparseable, None)), None) => {
+                        (Err(BadTimestamp::Unparseable), None) => {
                             counts.timestamp_errors += 1;
                             let raw = row.bad_time.unwrap_or_default();
                             bad.unparseable.add(row.rowid, || raw);
@@ -380,7 +392,10 @@ impl Follower {
                 let last = next.cursor.unwrap_or(0);
                 counts.advanced = last.saturating_sub(after).unsigned_abs();
                 let checkpoints = saved.moves_to(&next, &keys);
-                match self.recorder.record_durable_checked(&batch, checkpoints) {
+                let committed =
+                    self.recorder
+                        .record_durable_with_history(&batch, &history, checkpoints);
+                match committed {
                     Ok(()) => {}
                     // Another reader (an import, another bridge) moved the cursor: continue
                     // from where it is now.

@@ -1,5 +1,7 @@
 //! The application's lock directory: a lock `{name}` is held while the file `{name}.pid`
-//! exists, by the process whose id the file holds, since the file's modification time.
+//! exists, by the process whose id the file holds, since the file's modification time. Only
+//! the files whose name matches [`LockNames`] are locks: in a shared directory such as `/tmp`,
+//! other programs' pid files are not the application's.
 //!
 //! Each poll compares the files with the locks the recorder holds for them (holder
 //! [`HOLDER`]) and records the difference — a new file is a lock taken, a file gone a lock
@@ -15,6 +17,180 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The holder name of locks read from lock files.
 pub const HOLDER: &str = "pidfile";
+
+/// Directories every program writes its pid files into: following one needs [`LockNames`].
+pub const SHARED_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
+
+/// The shared system directory (one of [`SHARED_DIRS`]) that `dir` is, symbolic links
+/// followed, if it is one.
+pub fn shared_system_dir(dir: &Path) -> Option<&'static str> {
+    let resolved = |p: &Path| {
+        std::fs::canonicalize(p).unwrap_or_else(|_| {
+            // Not there (yet): its own absolute form.
+            let absolute = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            absolute.components().collect()
+        })
+    };
+    let dir = resolved(dir);
+    SHARED_DIRS
+        .into_iter()
+        .find(|shared| resolved(Path::new(shared)) == dir || Path::new(shared) == dir)
+}
+
+/// Which lock files are the application's: `{name}.pid` files whose `name` matches one of
+/// these names or globs (`*` any run of characters, `?` one, `[abc]`, `[a-z]` and `[!abc]` one
+/// of a set), or, with none given, every `.pid` file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockNames(Vec<String>);
+
+impl LockNames {
+    /// Every `.pid` file is a lock.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// The names or globs of `patterns`, checked: not empty, no `/`, brackets closed, and
+    /// without the `.pid` of the file.
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut names = Vec::new();
+        for pattern in patterns {
+            let pattern = pattern.trim();
+            if pattern.is_empty() {
+                return Err("a lock name is empty".into());
+            }
+            if pattern.contains('/') || pattern.chars().any(char::is_control) {
+                return Err(format!(
+                    "`{pattern}` is not a lock name: a name or glob of `{{name}}.pid` files,                      without `/`"
+                ));
+            }
+            if let Some(stem) = pattern.strip_suffix(".pid") {
+                return Err(format!(
+                    "`{pattern}`: give the lock's name without `.pid` (`{stem}`)"
+                ));
+            }
+            if glob_match(pattern, "").is_none() {
+                return Err(format!("`{pattern}` has a `[` without its `]`"));
+            }
+            if !names.iter().any(|n| n == pattern) {
+                names.push(pattern.to_owned());
+            }
+        }
+        Ok(Self(names))
+    }
+
+    /// Whether every `.pid` file is a lock (no names given).
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the lock file `{name}.pid` is one of the application's.
+    pub fn matches(&self, name: &str) -> bool {
+        self.is_any()
+            || self
+                .0
+                .iter()
+                .any(|pattern| glob_match(pattern, name) == Some(true))
+    }
+
+    /// The names or globs, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// Whether `name` matches the glob `pattern`; `None` if the pattern is malformed (a `[` without
+/// its `]`).
+fn glob_match(pattern: &str, name: &str) -> Option<bool> {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Every `[` must close, whatever the name.
+    let mut i = 0;
+    while i < p.len() {
+        if p[i] == '[' {
+            i = class_end(&p, i)?;
+        }
+        i += 1;
+    }
+    // Backtracking over the last `*`: linear in practice for lock names.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+                continue;
+            }
+            Some('?') => {
+                pi += 1;
+                ni += 1;
+                continue;
+            }
+            Some('[') => {
+                let end = class_end(&p, pi)?;
+                if class_matches(&p[pi + 1..end], n[ni]) {
+                    pi = end + 1;
+                    ni += 1;
+                    continue;
+                }
+            }
+            Some(c) if *c == n[ni] => {
+                pi += 1;
+                ni += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match star {
+            Some((sp, sn)) => {
+                pi = sp + 1;
+                ni = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return Some(false),
+        }
+    }
+    Some(p[pi..].iter().all(|c| *c == '*'))
+}
+
+/// The index of the `]` closing the class that opens at `start`.
+fn class_end(p: &[char], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    if p.get(i) == Some(&'!') {
+        i += 1;
+    }
+    // A `]` right after the opening (or `!`) is a member.
+    if p.get(i) == Some(&']') {
+        i += 1;
+    }
+    while i < p.len() {
+        if p[i] == ']' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Whether `c` is in the class `body` (what is between `[` and `]`).
+fn class_matches(body: &[char], c: char) -> bool {
+    let (negated, body) = match body.split_first() {
+        Some(('!', rest)) => (true, rest),
+        _ => (false, body),
+    };
+    let mut found = false;
+    let mut i = 0;
+    while i < body.len() {
+        if i + 2 < body.len() && body[i + 1] == '-' {
+            found |= (body[i]..=body[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            found |= body[i] == c;
+            i += 1;
+        }
+    }
+    found != negated
+}
 
 /// Why the lock directory could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +232,7 @@ pub struct LockDirCounts {
 #[derive(Debug)]
 pub struct LockDir {
     dir: PathBuf,
+    names: LockNames,
     holder: Name,
     /// The invalid files seen at the last poll, so that each is logged and counted once.
     reported: std::collections::HashSet<PathBuf>,
@@ -66,10 +243,11 @@ pub struct LockDir {
 }
 
 impl LockDir {
-    /// Follows `dir`.
-    pub fn new(dir: &Path) -> Self {
+    /// Follows the lock files of `dir` that `names` matches.
+    pub fn new(dir: &Path, names: LockNames) -> Self {
         Self {
             dir: dir.into(),
+            names,
             holder: Name::new(HOLDER).unwrap_or_else(|_| unreachable!("a valid name")),
             reported: Default::default(),
             recorded: BTreeMap::new(),
@@ -97,6 +275,11 @@ impl LockDir {
         for entry in entries {
             let path = entry.map_err(err)?.path();
             if path.extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            // Another program's pid file: not a lock of the application's.
+            let stem = path.file_stem().and_then(|s| s.to_str());
+            if !self.names.is_any() && !stem.is_some_and(|s| self.names.matches(s)) {
                 continue;
             }
             // Released between the listing and now: not held.
@@ -186,5 +369,79 @@ impl LockDir {
         }
         self.recorded = files;
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(patterns: &[&str]) -> LockNames {
+        LockNames::new(patterns.iter().copied()).expect("valid")
+    }
+
+    #[test]
+    fn names_and_globs_pick_the_applications_lock_files() {
+        let reflexio = names(&["daily_digest", "retention_*", "job-?", "w[0-9]", "x[!ab]"]);
+        for name in [
+            "daily_digest",
+            "retention_",
+            "retention_facts",
+            "job-1",
+            "w7",
+            "xc",
+        ] {
+            assert!(reflexio.matches(name), "{name}");
+        }
+        for name in [
+            "daily_digest2",
+            "sshd",
+            "job-12",
+            "wa",
+            "xa",
+            "retention",
+            "DAILY_DIGEST",
+        ] {
+            assert!(!reflexio.matches(name), "{name}");
+        }
+        assert!(LockNames::any().matches("anything") && LockNames::any().is_any());
+        assert!(names(&["*"]).matches("") && names(&["a*b*c"]).matches("axxbyyc"));
+        assert!(!names(&["a*b*c"]).matches("axxbyy"));
+        assert!(
+            names(&["[]]x"]).matches("]x"),
+            "a ] right after [ is a member"
+        );
+        assert_eq!(names(&["a", "a", " b "]).patterns(), ["a", "b"]);
+    }
+
+    #[test]
+    fn malformed_names_are_refused_with_why() {
+        for (pattern, why) in [
+            ("", "empty"),
+            ("locks/daily", "without `/`"),
+            ("daily_digest.pid", "without `.pid` (`daily_digest`)"),
+            ("w[0-9", "without its `]`"),
+            ("a\nb", "not a lock name"),
+        ] {
+            let err = LockNames::new([pattern]).expect_err(pattern);
+            assert!(err.contains(why), "{pattern}: {err}");
+        }
+    }
+
+    #[test]
+    fn shared_system_directories_are_known_by_any_path_to_them() {
+        assert_eq!(shared_system_dir(Path::new("/tmp")), Some("/tmp"));
+        assert_eq!(shared_system_dir(Path::new("/tmp/")), Some("/tmp"));
+        assert_eq!(shared_system_dir(Path::new("/tmp/../tmp")), Some("/tmp"));
+        assert_eq!(shared_system_dir(Path::new("/dev/shm")), Some("/dev/shm"));
+        assert_eq!(shared_system_dir(Path::new("/run")), Some("/run"));
+        assert_eq!(shared_system_dir(Path::new("/var/tmp")), Some("/var/tmp"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(shared_system_dir(dir.path()), None);
+        assert_eq!(shared_system_dir(&dir.path().join("not-yet")), None);
+        // A link to /tmp is /tmp.
+        let link = dir.path().join("locks");
+        std::os::unix::fs::symlink("/tmp", &link).expect("symlink");
+        assert_eq!(shared_system_dir(&link), Some("/tmp"));
     }
 }

@@ -5,16 +5,27 @@
 //! - `db`: the database's tables and columns, and rows turned into events;
 //! - `follow`: rows moved into the recorder exactly once, by cursors kept in the store;
 //! - `lockdir`: lock files turned into held locks;
+//! - `dotenv`: the application's `.env` file, read as its settings library reads it;
+//! - `cove`: the application's CoVe settings, and where each value came from;
 //! - this module: the background poller of `serve` and the metrics it exports.
 
+mod cove;
 mod db;
+mod dotenv;
 mod follow;
 mod lockdir;
 mod timestamp;
 
+pub use cove::{
+    APP_DEFAULTS, Cove, CoveSettings, CoveWatch, ENABLED_KEY, EnvFileError, FileCove, Origin,
+    THRESHOLD_KEY, read_env_file,
+};
 pub use db::{AppDb, Found, ReadError, Table};
+pub(crate) use dotenv::pydantic_bool;
 pub use follow::{Counts, FollowError, Follower, HISTORY, MAX_AHEAD, log_schema};
-pub use lockdir::{HOLDER, LockDir, LockDirCounts, LockDirError};
+pub use lockdir::{
+    HOLDER, LockDir, LockDirCounts, LockDirError, LockNames, SHARED_DIRS, shared_system_dir,
+};
 
 use crate::worker::Worker;
 use opentelemetry::KeyValue;
@@ -33,6 +44,8 @@ pub struct LegacySettings {
     pub db: Option<PathBuf>,
     /// The application's lock directory.
     pub lock_dir: Option<PathBuf>,
+    /// Which of its `.pid` files are the application's locks.
+    pub lock_names: LockNames,
     /// The zone of times written without an offset.
     pub zone: jiff::tz::TimeZone,
     /// Time between polls.
@@ -177,6 +190,8 @@ pub struct Poller {
 struct Polling {
     settings: LegacySettings,
     recorder: Recorder,
+    /// The application's `.env` file, read again every poll.
+    cove: Option<CoveWatch>,
     stats: Arc<LegacyStats>,
     follower: Option<Follower>,
     lock_dir: Option<LockDir>,
@@ -270,16 +285,21 @@ impl Polling {
 
 impl Poller {
     /// Starts polling what `settings` names into `recorder` (which needs a store), counting
-    /// into `stats`.
+    /// into `stats`, and the application's `.env` file that `cove` follows.
     pub fn start(
         settings: LegacySettings,
         recorder: Recorder,
         stats: Arc<LegacyStats>,
+        cove: Option<CoveWatch>,
     ) -> std::io::Result<Self> {
-        let lock_dir = settings.lock_dir.as_deref().map(LockDir::new);
+        let lock_dir = settings
+            .lock_dir
+            .as_deref()
+            .map(|dir| LockDir::new(dir, settings.lock_names.clone()));
         let mut polling = Polling {
             settings,
             recorder,
+            cove: cove.filter(CoveWatch::follows_a_file),
             stats,
             follower: None,
             lock_dir,
@@ -290,6 +310,9 @@ impl Poller {
             while !stop.requested() {
                 polling.poll_db();
                 polling.poll_locks();
+                if let Some(cove) = &mut polling.cove {
+                    cove.poll(&polling.recorder);
+                }
                 stop.pause(polling.settings.poll_interval);
             }
         })?;

@@ -9,10 +9,13 @@
 //!   declared `DEFAULT CURRENT_TIMESTAMP`.
 //!
 //! Local time is read in the configured zone (`--legacy-tz`, by default the system's). The last
-//! two formats share a shape, so the bridge tells them apart by the column: in a column whose
-//! declared default is `CURRENT_TIMESTAMP`, a value of exactly `YYYY-MM-DD HH:MM:SS` (no
-//! fraction) is UTC; any other value without an offset, and every such value in other columns,
-//! is local. Integers and reals are Unix seconds. A date alone is its local midnight.
+//! two formats share a shape when Python's microsecond is 0 (`str(datetime)` then drops the
+//! fraction), so the bridge tells them apart by the column: in a column whose declared default
+//! is `CURRENT_TIMESTAMP`, a value of exactly `YYYY-MM-DD HH:MM:SS` (no fraction) is UTC — until
+//! the column shows that the app writes local times there itself (see `db`), after which it is
+//! local like the column's other values. Any other value without an offset, and every such
+//! value in other columns, is local. Integers and reals are Unix seconds. A date alone is its
+//! local midnight.
 
 use jiff::civil::Time;
 use jiff::fmt::temporal::Pieces;
@@ -33,16 +36,29 @@ pub(crate) enum BadTimestamp {
 #[derive(Debug, Clone)]
 pub(crate) struct TimestampColumn {
     zone: TimeZone,
-    /// The column's declared default is `CURRENT_TIMESTAMP`.
-    defaults_to_utc: bool,
+    /// A value in the exact shape of `CURRENT_TIMESTAMP` is UTC: the column's declared default
+    /// is `CURRENT_TIMESTAMP`, and the app is not known to write local times into it.
+    seconds_are_utc: bool,
 }
 
 impl TimestampColumn {
-    pub(crate) fn new(zone: TimeZone, defaults_to_utc: bool) -> Self {
+    pub(crate) fn new(zone: TimeZone, seconds_are_utc: bool) -> Self {
         Self {
             zone,
-            defaults_to_utc,
+            seconds_are_utc,
         }
+    }
+
+    /// From now on, a value in the shape of `CURRENT_TIMESTAMP` is local time, like the
+    /// column's values with a fraction of a second.
+    pub(crate) fn read_seconds_as_local(&mut self) {
+        self.seconds_are_utc = false;
+    }
+
+    /// Whether a value in the shape of `CURRENT_TIMESTAMP` is read as UTC.
+    #[cfg(test)]
+    pub(crate) fn seconds_are_utc(&self) -> bool {
+        self.seconds_are_utc
     }
 
     /// The instant `value` stands for.
@@ -67,7 +83,7 @@ impl TimestampColumn {
             .to_datetime(pieces.time().unwrap_or(Time::midnight()));
         match pieces.offset() {
             Some(offset) => offset.to_numeric_offset().to_timestamp(datetime).ok(),
-            None if self.defaults_to_utc && is_current_timestamp(text) => {
+            None if self.seconds_are_utc && is_current_timestamp(text) => {
                 Offset::UTC.to_timestamp(datetime).ok()
             }
             None => self.zone.to_ambiguous_timestamp(datetime).compatible().ok(),
@@ -149,7 +165,8 @@ mod tests {
                 Err(BadTimestamp::Unparseable)
             );
         }
-        // CURRENT_TIMESTAMP's shape: UTC in a column that defaults to it, local elsewhere.
+        // CURRENT_TIMESTAMP's shape: UTC in a column that defaults to it, local elsewhere, and
+        // local once the column is known to hold the app's own local times.
         assert_eq!(
             read(&defaulted, "2026-02-06 21:38:15"),
             Ok(at("2026-02-06T21:38:15Z"))
@@ -157,6 +174,17 @@ mod tests {
         assert_eq!(
             read(&plain, "2026-02-06 21:38:15"),
             Ok(at("2026-02-06T18:38:15Z"))
+        );
+        let mut app_written = defaulted.clone();
+        app_written.read_seconds_as_local();
+        assert!(!app_written.seconds_are_utc() && defaulted.seconds_are_utc());
+        assert_eq!(
+            read(&app_written, "2026-02-06 21:38:15"),
+            Ok(at("2026-02-06T18:38:15Z"))
+        );
+        assert_eq!(
+            read(&app_written, "2026-02-06 21:38:15.5"),
+            Ok(at("2026-02-06T18:38:15.5Z"))
         );
     }
 

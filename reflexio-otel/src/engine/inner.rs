@@ -11,10 +11,12 @@ use crate::engine::snapshot::{RefreshHook, Snapshot, SnapshotSource};
 use crate::engine::state::{Limits, State};
 use crate::error::{DurableError, RecordError, StoreError};
 use crate::event::{CoveConfig, Event, Fact, LockEvent, RetentionRun};
-use crate::model::bucket::{FactBucket, RetentionBucket};
+use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
 use crate::model::changes::{Changes, Checkpoint};
 use crate::model::delta::Delta;
+use crate::model::history::History;
 use crate::model::locks::{HeldLock, LockConflict};
+use crate::model::totals::TableLabel;
 use crate::model::window::{DAY_MINUTES, WEEK_MINUTES};
 use crate::store::health::StoreHealth;
 use crate::store::options::StoreOptions;
@@ -237,9 +239,13 @@ impl Engine {
         self.state().set_cove(config, now);
     }
 
-    /// Validates a batch and turns it into one delta: every event, or an error naming the
-    /// first invalid one.
-    fn durable_delta(&self, events: &[(Event, Option<SystemTime>)]) -> Result<Delta, DurableError> {
+    /// Validates a batch and turns it into one delta: every event and the counts of `history`,
+    /// or an error naming the first invalid event.
+    fn durable_delta(
+        &self,
+        events: &[(Event, Option<SystemTime>)],
+        history: &History,
+    ) -> Result<Delta, DurableError> {
         let invalid = |index, error| DurableError::Invalid { index, error };
         let times = events
             .iter()
@@ -283,20 +289,31 @@ impl Engine {
                 Event::LockReleased(l) => delta.lock(&l.name, &l.holder, None),
             }
         }
+        // Past events: the totals, histograms and table totals, no window.
+        delta.totals.add(&history.totals);
+        delta.histograms.add(&history.histograms);
+        for (label, runs) in &history.tables {
+            let label = match label {
+                TableLabel::Table(name) => state.table_label(name, &mut new_tables),
+                TableLabel::Overflow => TableLabel::Overflow,
+            };
+            delta.tables.entry(label).or_default().add(runs);
+        }
         // The batch is valid: evict what it needs evicted (their releases are written with it).
         state.make_room(&room);
         Ok(delta)
     }
 
-    /// Records every event of `batch` or none, with `checkpoints` moved in the same
-    /// transaction, and returns once they are committed.
+    /// Records every event of `batch` and the counts of `history` or nothing, with
+    /// `checkpoints` moved in the same transaction, and returns once they are committed.
     pub(crate) fn record_durable(
         &self,
         batch: &[(Event, Option<SystemTime>)],
+        history: &History,
         checkpoints: Vec<Checkpoint>,
     ) -> Result<(), DurableError> {
         let writer = self.writer.as_ref().ok_or(DurableError::NoStore)?;
-        let delta = self.durable_delta(batch)?;
+        let delta = self.durable_delta(batch, history)?;
         writer.commit(delta, checkpoints)
     }
 
@@ -433,7 +450,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::event::Name;
-    use crate::model::totals::{KEPT_TABLES, TableLabel, Totals};
+    use crate::model::totals::{KEPT_TABLES, Totals};
 
     const T0: u64 = 1_700_000_040; // a whole minute
 
@@ -518,7 +535,7 @@ mod tests {
             (Event::LockAcquired(lock.clone()), None),
         ];
         assert_eq!(
-            engine.durable_delta(&batch).map(|_| ()),
+            engine.durable_delta(&batch, &History::new()).map(|_| ()),
             Err(DurableError::Invalid {
                 index: 2,
                 error: RecordError::LockAlreadyHeld {
@@ -532,7 +549,7 @@ mod tests {
             (Event::Fact(fact()), Some(at(T0 + 3600))),
         ];
         assert!(matches!(
-            engine.durable_delta(&batch),
+            engine.durable_delta(&batch, &History::new()),
             Err(DurableError::Invalid {
                 index: 1,
                 error: RecordError::FutureTime { .. }
@@ -545,7 +562,9 @@ mod tests {
             (Event::LockAcquired(lock.clone()), None),
             (Event::LockReleased(lock), None),
         ];
-        let delta = engine.durable_delta(&batch).expect("valid");
+        let delta = engine
+            .durable_delta(&batch, &History::new())
+            .expect("valid");
         assert_eq!(delta.totals.transcriptions, 1);
         assert_eq!(
             delta.retention.keys().copied().collect::<Vec<_>>(),
@@ -558,8 +577,66 @@ mod tests {
             "nothing recorded"
         );
         assert_eq!(
-            engine.record_durable(&[], Vec::new()),
+            engine.record_durable(&[], &History::new(), Vec::new()),
             Err(DurableError::NoStore)
+        );
+    }
+
+    #[test]
+    fn a_history_adds_to_the_totals_and_tables_and_to_no_window() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let mut past = History::new();
+        past.add_facts(&fact().hallucinated(true), 3);
+        past.add_digests(2);
+        past.add_retention_runs(&RetentionRun::new("facts", 4).expect("valid"), 5);
+        let batch = [(Event::Fact(fact()), Some(at(T0 - 60)))];
+        let delta = engine.durable_delta(&batch, &past).expect("valid");
+        assert_eq!(
+            delta.facts.keys().copied().collect::<Vec<_>>(),
+            [T0 / 60 - 1],
+            "only the recent fact has a window minute"
+        );
+        assert!(delta.retention.is_empty());
+        assert_eq!(
+            (
+                delta.totals.facts,
+                delta.totals.hallucinated,
+                delta.totals.digests
+            ),
+            (4, 3, 2)
+        );
+        assert_eq!(delta.histograms.coverage.count(), 4);
+        let name = TableLabel::Table(Name::new("facts").expect("valid"));
+        assert_eq!(
+            delta
+                .tables
+                .get(&name)
+                .map(|r| (r.operations, r.deleted_records)),
+            Some((5, 20))
+        );
+    }
+
+    #[test]
+    fn a_historys_tables_count_against_the_kept_table_cap() {
+        let clock = ManualClock::new(at(T0));
+        let engine = start(&clock);
+        let mut past = History::new();
+        for i in 0..KEPT_TABLES {
+            past.add_retention_runs(&RetentionRun::new(&format!("p{i}"), 1).expect("valid"), 1);
+        }
+        // The batch's own new table comes first; the history fills the rest of the cap.
+        let run = RetentionRun::new("recent", 1).expect("valid");
+        let delta = engine
+            .durable_delta(&[(Event::Retention(run), None)], &past)
+            .expect("valid");
+        assert_eq!(delta.tables.len(), KEPT_TABLES + 1);
+        assert_eq!(
+            delta
+                .tables
+                .get(&TableLabel::Overflow)
+                .map(|b| b.operations),
+            Some(1)
         );
     }
 
@@ -573,7 +650,9 @@ mod tests {
                 (Event::Retention(run), None)
             })
             .collect();
-        let delta = engine.durable_delta(&batch).expect("valid");
+        let delta = engine
+            .durable_delta(&batch, &History::new())
+            .expect("valid");
         assert_eq!(delta.tables.len(), KEPT_TABLES + 1);
         assert_eq!(
             delta

@@ -30,6 +30,14 @@ pub(crate) trait Bucket: Copy + Default + PartialEq {
         self.zip(other, count::sub);
     }
 
+    /// The bucket of `n` times these events: every field multiplied by `n`.
+    #[inline]
+    fn times(&self, n: u64) -> Self {
+        let mut scaled = *self;
+        scaled.zip(&Self::default(), |v, _| count::mul(v, n));
+        scaled
+    }
+
     /// Whether any field stopped at [`MAX_COUNT`] (its real sum may be larger).
     fn is_saturated(&self) -> bool {
         let mut at_max = *self;
@@ -242,6 +250,32 @@ mod tests {
         s.sub(&a);
         assert_eq!(s, FactBucket::default());
         assert_eq!(FactBucket::from_fields(a.fields()), a);
+    }
+
+    #[test]
+    fn a_bucket_times_n_is_n_buckets_added() {
+        let a = FactBucket::from_fields([3, 2, 1, 2, 2, 1, 1, 1_940_000_000, 1_800_000_000, 3]);
+        let mut added = FactBucket::default();
+        for _ in 0..7 {
+            added.add(&a);
+        }
+        assert_eq!(a.times(7), added);
+        assert_eq!(a.times(0), FactBucket::default());
+        assert_eq!(a.times(1), a);
+        let run = RetentionBucket {
+            operations: 1,
+            deleted_records: MAX_COUNT / 2,
+            errors: 1,
+        };
+        assert_eq!(
+            run.times(3),
+            RetentionBucket {
+                operations: 3,
+                deleted_records: MAX_COUNT,
+                errors: 3,
+            },
+            "stops at the limit"
+        );
     }
 
     #[test]

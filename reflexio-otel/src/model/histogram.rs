@@ -145,6 +145,14 @@ impl<const N: usize> Counts<N> {
         self.sum = count::add(self.sum, other.sum);
     }
 
+    /// Counts `n` observations of `units`, bucketed by `layout`.
+    #[inline]
+    fn observe(&mut self, layout: &Layout, units: u64, n: u64) {
+        let bucket = &mut self.buckets[layout.bucket(units)];
+        *bucket = count::add(*bucket, n);
+        self.sum = count::add(self.sum, count::mul(units, n));
+    }
+
     /// `self - earlier`, bucket by bucket; `None` if any part went down.
     pub(crate) fn since(&self, earlier: &Self) -> Option<Self> {
         let mut delta = Self::default();
@@ -231,24 +239,20 @@ impl HistogramCounts {
 
     /// Counts `fact`'s observations: its citation coverage and CoVe result, if it has them.
     pub(crate) fn observe(&mut self, fact: &Fact) {
+        self.observe_times(fact, 1);
+    }
+
+    /// Counts the observations of `n` facts like `fact`.
+    pub(crate) fn observe_times(&mut self, fact: &Fact, n: u64) {
         if let Some(coverage) = fact.citation_coverage {
-            let cov = coverage.nanos();
-            bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
-            self.coverage.sum = count::add(self.coverage.sum, cov);
+            self.coverage.observe(&COVERAGE, coverage.nanos(), n);
         }
         if let Some(c) = fact.cove {
-            let conf = c.confidence.nanos();
-            let rounds = u64::from(c.rounds.get());
-            bump(&mut self.confidence.buckets[CONFIDENCE.bucket(conf)]);
-            self.confidence.sum = count::add(self.confidence.sum, conf);
-            bump(&mut self.rounds.buckets[ROUNDS.bucket(rounds)]);
-            self.rounds.sum = count::add(self.rounds.sum, rounds);
+            self.confidence
+                .observe(&CONFIDENCE, c.confidence.nanos(), n);
+            self.rounds.observe(&ROUNDS, u64::from(c.rounds.get()), n);
         }
     }
-}
-
-fn bump(c: &mut u64) {
-    *c = count::add(*c, 1);
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - `histogram`: bucket layouts, cumulative counts, replay values;
 //! - `locks`: held process locks and their registry;
 //! - `totals`: cumulative counts and the `table` label;
+//! - `history`: counts of past events, added to the totals and to no window;
 //! - `delta`: changes not yet in the store;
 //! - `changes`: what the store returns, and checkpoints of sources read exactly once.
 
@@ -16,6 +17,7 @@ pub(crate) mod changes;
 pub(crate) mod count;
 pub(crate) mod delta;
 pub(crate) mod histogram;
+pub(crate) mod history;
 pub(crate) mod locks;
 pub(crate) mod totals;
 pub(crate) mod window;

@@ -4,7 +4,7 @@
 use crate::error::{StoreError, StoreErrorKind};
 use crate::model::changes::{Changes, Checkpoint};
 use crate::model::delta::Delta;
-use crate::store::files::{FileId, StoreFiles};
+use crate::store::files::{FileId, StoreFiles, sqlite_error};
 use crate::store::options::{StoreOptions, Synchronous};
 use crate::store::rows::{current_seq, fold_tables, read_changes, to_i64, to_u64, write};
 use crate::store::schema;
@@ -51,7 +51,7 @@ impl Db {
     /// metrics store, schema version, histogram layout. Runs pending migrations.
     pub(crate) fn open(options: &StoreOptions) -> Result<Self, StoreError> {
         let path = options.path.as_path();
-        let err = |e| StoreError::sqlite(path, e);
+        let err = |e| sqlite_error(path, e);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -128,7 +128,7 @@ impl Db {
     pub(crate) fn quick_check(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         Self::check_files(&mut self.files, &path)?;
-        let err = |e| StoreError::sqlite(&path, e);
+        let err = |e| sqlite_error(&path, e);
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -158,7 +158,7 @@ impl Db {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |e| StoreError::sqlite(&self.path, e)
+        |e| sqlite_error(&self.path, e)
     }
 
     /// The connection, for tests that look at or tamper with the file.
@@ -176,7 +176,7 @@ impl Db {
     pub(crate) fn poll(&mut self) -> Result<Option<Changes>, StoreError> {
         let path = self.path.clone();
         Self::check_files(&mut self.files, &path)?;
-        let err = |e| StoreError::sqlite(&path, e);
+        let err = |e| sqlite_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         let seq = current_seq(&tx).map_err(err)?;
         if self.seen == Some(seq) {
@@ -199,7 +199,7 @@ impl Db {
         prune: (u64, u64),
     ) -> Result<Result<Changes, Checkpoint>, StoreError> {
         let path = self.path.clone();
-        let err = |e| StoreError::sqlite(&path, e);
+        let err = |e| sqlite_error(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -1,10 +1,57 @@
 //! The store's files on disk — the database, its write-ahead log (`-wal`) and its shared-memory
 //! index (`-shm`) — as they were when the store was opened, to notice one deleted or replaced
 //! while it is in use: SQLite would go on writing into the unlinked file, and everything
-//! committed there would be gone at the next start.
+//! committed there would be gone at the next start. Also what a failed write to them means.
 
+use crate::error::{StoreError, StoreErrorKind};
+use rusqlite::ffi;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// More than the largest single write SQLite makes to a store file: a write-ahead log frame
+/// (one 4 KiB page and its header), or a 32 KiB region of the shared-memory index.
+const ONE_WRITE: u64 = 64 * 1024;
+
+/// A SQLite error on the store at `path`, by the kind of trouble it means. A write that passed
+/// the process's file size limit (`RLIMIT_FSIZE`: `ulimit -f`, systemd's `LimitFSIZE=`) fails
+/// in SQLite as a plain I/O error; it is `Full`, as on a full disk, when one of the store's
+/// files has reached the limit (is within one write of it).
+pub(crate) fn sqlite_error(path: &Path, e: rusqlite::Error) -> StoreError {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current;
+    classify(path, e, limit)
+}
+
+/// [`sqlite_error`] under the file size limit `limit`.
+fn classify(path: &Path, e: rusqlite::Error, limit: Option<u64>) -> StoreError {
+    let write = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _) if matches!(
+            f.extended_code,
+            ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_TRUNCATE | ffi::SQLITE_IOERR_SHMSIZE
+        )
+    );
+    let error = StoreError::sqlite(path, e);
+    let Some(limit) = limit.filter(|_| write && error.kind() == StoreErrorKind::Io) else {
+        return error;
+    };
+    let at_limit =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len().saturating_add(ONE_WRITE) > limit);
+    let reached = at_limit(path)
+        || COMPANIONS
+            .iter()
+            .any(|(suffix, _)| at_limit(&companion(path, suffix)));
+    if !reached {
+        return error;
+    }
+    StoreError::new(
+        StoreErrorKind::Full,
+        path,
+        format!(
+            "{}: a write passed the process's file size limit (RLIMIT_FSIZE, {limit} bytes)",
+            error.message()
+        ),
+    )
+}
 
 /// A file's identity: its device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +187,51 @@ impl StoreFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn io_error(extended_code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(extended_code), None)
+    }
+
+    #[test]
+    fn a_failed_write_is_full_only_at_the_file_size_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.db");
+        std::fs::write(&path, vec![0u8; 4096]).expect("write");
+        let kind = |code, limit| classify(&path, io_error(code), limit).kind();
+        let write = ffi::SQLITE_IOERR_WRITE;
+        const MIB: u64 = 1 << 20;
+        assert_eq!(kind(write, None), StoreErrorKind::Io, "no limit");
+        assert_eq!(kind(write, Some(MIB)), StoreErrorKind::Io, "far from it");
+        std::fs::write(&path, vec![0u8; 1_000_000]).expect("write");
+        assert_eq!(
+            kind(write, Some(MIB)),
+            StoreErrorKind::Full,
+            "within one write"
+        );
+        let e = classify(&path, io_error(write), Some(MIB));
+        assert!(
+            e.message().ends_with("(RLIMIT_FSIZE, 1048576 bytes)"),
+            "{e}"
+        );
+        // The write-ahead log at the limit counts too.
+        std::fs::write(&path, b"").expect("truncate");
+        assert_eq!(kind(write, Some(MIB)), StoreErrorKind::Io);
+        std::fs::write(companion(&path, "-wal"), vec![0u8; 1_048_000]).expect("write");
+        assert_eq!(kind(write, Some(MIB)), StoreErrorKind::Full);
+        for extended in [ffi::SQLITE_IOERR_TRUNCATE, ffi::SQLITE_IOERR_SHMSIZE] {
+            assert_eq!(kind(extended, Some(MIB)), StoreErrorKind::Full);
+        }
+        // Not a write, or not an I/O error: the kind SQLite's code means, whatever the limit.
+        assert_eq!(kind(ffi::SQLITE_IOERR_READ, Some(MIB)), StoreErrorKind::Io);
+        assert_eq!(kind(ffi::SQLITE_BUSY, Some(MIB)), StoreErrorKind::Busy);
+        assert_eq!(kind(ffi::SQLITE_FULL, None), StoreErrorKind::Full);
+        // The process's own limit (none in tests, unless the runner sets one).
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Fsize).current;
+        assert_eq!(
+            sqlite_error(&path, io_error(write)).kind(),
+            classify(&path, io_error(write), limit).kind()
+        );
+    }
 
     #[test]
     fn a_file_deleted_or_replaced_is_told_apart_from_one_left_alone() {

@@ -4,6 +4,7 @@
 
 use crate::error::{StoreError, StoreErrorKind};
 use crate::model::histogram::{CONFIDENCE, COVERAGE, Layout, ROUNDS};
+use crate::store::files::sqlite_error;
 use rusqlite::{Connection, TransactionBehavior, params};
 use std::path::Path;
 
@@ -131,7 +132,7 @@ pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
 /// empty or a Reflexio metrics store of a schema version this program knows. Returns its
 /// version (0 for an empty file).
 pub(crate) fn check(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
-    let err = |e| StoreError::sqlite(path, e);
+    let err = |e| sqlite_error(path, e);
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(err)?;
@@ -176,7 +177,7 @@ pub(crate) fn migrate(
     from: i64,
     to: i64,
 ) -> Result<(), StoreError> {
-    let err = |e| StoreError::sqlite(path, e);
+    let err = |e| sqlite_error(path, e);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err)?;
@@ -212,7 +213,7 @@ pub(crate) fn migrate(
 
 /// Checks that the stored histogram buckets are the ones this program counts in.
 pub(crate) fn check_layout(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let err = |e| StoreError::sqlite(path, e);
+    let err = |e| sqlite_error(path, e);
     let mut stmt = conn
         .prepare("SELECT histogram, bucket, upper_bound FROM histogram_buckets")
         .map_err(err)?;

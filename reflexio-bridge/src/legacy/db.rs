@@ -168,44 +168,51 @@ pub(crate) struct Row {
     pub(crate) invalid_values: u32,
     /// Its raw time value, kept only when it could not be read, for the log.
     pub(crate) bad_time: Option<String>,
-    /// Tells it from another row that later takes its row id.
-    pub(crate) fingerprint: i64,
+}
+
+/// Appends the bytes a fingerprint is taken of: each value's type and bytes.
+fn fingerprint_bytes(values: [ValueRef<'_>; 2], out: &mut Vec<u8>) {
+    for v in values {
+        match v {
+            ValueRef::Null => out.push(0),
+            ValueRef::Integer(i) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            ValueRef::Real(r) => {
+                out.push(2);
+                out.extend_from_slice(&r.to_bits().to_le_bytes());
+            }
+            ValueRef::Text(t) => {
+                out.push(3);
+                out.extend_from_slice(t);
+                out.push(0xff);
+            }
+            ValueRef::Blob(b) => {
+                out.push(4);
+                out.extend_from_slice(b);
+                out.push(0xff);
+            }
+        }
+    }
+}
+
+/// FNV-1a over `bytes`.
+fn fnv1a(bytes: &[u8]) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash.cast_signed()
 }
 
 /// A fingerprint of a row's time and id (FNV-1a over their types and bytes), stable across
 /// processes and versions.
 fn fingerprint(values: [ValueRef<'_>; 2]) -> i64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    for v in values {
-        match v {
-            ValueRef::Null => eat(&[0]),
-            ValueRef::Integer(i) => {
-                eat(&[1]);
-                eat(&i.to_le_bytes());
-            }
-            ValueRef::Real(r) => {
-                eat(&[2]);
-                eat(&r.to_bits().to_le_bytes());
-            }
-            ValueRef::Text(t) => {
-                eat(&[3]);
-                eat(t);
-                eat(&[0xff]);
-            }
-            ValueRef::Blob(b) => {
-                eat(&[4]);
-                eat(b);
-                eat(&[0xff]);
-            }
-        }
-    }
-    hash.cast_signed()
+    let mut bytes = Vec::new();
+    fingerprint_bytes(values, &mut bytes);
+    fnv1a(&bytes)
 }
 
 /// The application's database, opened read-only.
@@ -445,7 +452,8 @@ impl AppDb {
     }
 
     /// Reads up to `limit` rows of `table` with row ids in `(after, upto]`, in row id order,
-    /// and hands each to `f`. Returns how many were read.
+    /// and hands each to `f`. Returns how many were read, and the fingerprint of the last (0
+    /// when none was), which tells it from another row that later takes its row id.
     pub(crate) fn read(
         &mut self,
         table: Table,
@@ -453,7 +461,7 @@ impl AppDb {
         upto: i64,
         limit: usize,
         mut f: impl FnMut(Row),
-    ) -> Result<usize, ReadError> {
+    ) -> Result<(usize, i64), ReadError> {
         self.look_for_local_times(table, upto)?;
         let path = self.path.clone();
         let err = |e| ReadError::new(&path, e);
@@ -463,9 +471,11 @@ impl AppDb {
             .find(|(t, _, _)| *t == table)
             .and_then(|(_, _, r)| r.as_ref())
         else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let names = &mut self.names;
+        // The last row's time and id, as fingerprinted: kept, not hashed, for every row.
+        let mut last = Vec::with_capacity(64);
         let mut stmt = self.conn.prepare_cached(&reader.select).map_err(err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut rows = stmt.query((after, upto, limit)).map_err(err)?;
@@ -474,7 +484,8 @@ impl AppDb {
             n += 1;
             let rowid: i64 = r.get(0).map_err(err)?;
             let raw_time = r.get_ref(1).map_err(err)?;
-            let fingerprint = fingerprint([raw_time, r.get_ref(2).map_err(err)?]);
+            last.clear();
+            fingerprint_bytes([raw_time, r.get_ref(2).map_err(err)?], &mut last);
             let time = reader.time.read(raw_time);
             let bad_time = match time {
                 Err(BadTimestamp::Unparseable) => Some(describe(raw_time)),
@@ -495,10 +506,9 @@ impl AppDb {
                 event,
                 invalid_values: invalid,
                 bad_time,
-                fingerprint,
             });
         }
-        Ok(n)
+        Ok((n, if n == 0 { 0 } else { fnv1a(&last) }))
     }
 }
 

@@ -24,8 +24,13 @@ pub const HISTORY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// ahead (typically a wrong `--legacy-tz`) is counted at the time of the poll, and logged.
 pub const MAX_AHEAD: Duration = RecorderBuilder::DEFAULT_MAX_FUTURE_SKEW;
 
-/// Rows per committed batch: a read holds the database's shared lock only this long.
+/// Rows per read: a read holds the database's shared lock only this long. A read that gives
+/// events is committed with them.
 const BATCH_ROWS: usize = 10_000;
+
+/// Reads per commit at most, when their rows are older than the windows: their counts cost the
+/// same to commit (one transaction, one sync) however many rows they stand for.
+const COMMIT_READS: usize = 10;
 
 /// Why a poll stopped.
 #[derive(Debug, thiserror::Error)]
@@ -336,61 +341,80 @@ impl Follower {
                 // Rows without a usable time, or ahead of the clock, by what is wrong: how
                 // many, and the first's row id and value.
                 let mut bad = BadTimes::default();
-                let read = self.db.read(table, after, max, self.batch_rows, |row| {
-                    next.cursor = Some(row.rowid);
-                    next.last = Some(row.fingerprint);
-                    counts.rows += 1;
-                    // Read again: counted before, unless newer than everything counted then.
-                    let suspect = reread.filter(|(to, _)| row.rowid <= *to);
-                    match (row.time, suspect) {
-                        (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => {}
-                        // Ahead of the clock, it was counted at the time of a poll: whether
-                        // before cannot be told.
-                        (Ok(t), Some(_)) if t > latest => {
-                            bad.unknown.add(row.rowid, || "-".into());
-                        }
-                        (Ok(t), _) => {
-                            // The time it counts at: its own, or now if it is too far ahead.
-                            let us = micros(if t > latest { now } else { t });
-                            next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
-                            counts.recorded += 1;
-                            counts.invalid_values += u64::from(row.invalid_values);
-                            if t < earliest {
-                                counts.too_old += 1;
-                                history
-                                    .add(&row.event, 1)
-                                    .unwrap_or_else(|_| unreachable!("rows are counts"));
-                            } else if t > latest {
-                                // Never dropped for its time: counted now, and logged.
-                                counts.ahead += 1;
-                                bad.ahead.add(row.rowid, || {
-                                    let ahead = t.duration_since(now).unwrap_or_default();
-                                    let ahead = Duration::from_secs(ahead.as_secs());
-                                    format!("{} ahead", humantime::format_duration(ahead))
-                                });
-                                batch.push((row.event, None));
-                            } else {
-                                batch.push((row.event, Some(t)));
+                // Reads of `batch_rows` until a commit is due: after a read that gave events,
+                // or after `COMMIT_READS` reads of rows older than the windows, whose counts
+                // cost the same to commit however many they are.
+                let mut finished = false;
+                let mut read_to = after;
+                for _ in 0..COMMIT_READS {
+                    let (read, fingerprint) =
+                        self.db.read(table, read_to, max, self.batch_rows, |row| {
+                            next.cursor = Some(row.rowid);
+                            counts.rows += 1;
+                            // Read again: counted before, unless newer than everything counted
+                            // then.
+                            let suspect = reread.filter(|(to, _)| row.rowid <= *to);
+                            match (row.time, suspect) {
+                                (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => {}
+                                // Ahead of the clock, it was counted at the time of a poll:
+                                // whether before cannot be told.
+                                (Ok(t), Some(_)) if t > latest => {
+                                    bad.unknown.add(row.rowid, || "-".into());
+                                }
+                                (Ok(t), _) => {
+                                    // The time it counts at: its own, or now if it is too far
+                                    // ahead.
+                                    let us = micros(if t > latest { now } else { t });
+                                    next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
+                                    counts.recorded += 1;
+                                    counts.invalid_values += u64::from(row.invalid_values);
+                                    if t < earliest {
+                                        counts.too_old += 1;
+                                        history
+                                            .add(&row.event, 1)
+                                            .unwrap_or_else(|_| unreachable!("rows are counts"));
+                                    } else if t > latest {
+                                        // Never dropped for its time: counted now, and logged.
+                                        counts.ahead += 1;
+                                        bad.ahead.add(row.rowid, || {
+                                            let ahead = t.duration_since(now).unwrap_or_default();
+                                            let ahead = Duration::from_secs(ahead.as_secs());
+                                            format!("{} ahead", humantime::format_duration(ahead))
+                                        });
+                                        batch.push((row.event, None));
+                                    } else {
+                                        batch.push((row.event, Some(t)));
+                                    }
+                                }
+                                // Whether it was counted before cannot be told without a time.
+                                (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
+                                (Err(BadTimestamp::Null), None) => {
+                                    counts.timestamp_errors += 1;
+                                    bad.null.add(row.rowid, || "NULL".into());
+                                }
+                                (Err(BadTimestamp::Unparseable), None) => {
+                                    counts.timestamp_errors += 1;
+                                    let raw = row.bad_time.unwrap_or_default();
+                                    bad.unparseable.add(row.rowid, || raw);
+                                }
                             }
-                        }
-                        // Whether it was counted before cannot be told without a time.
-                        (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
-                        (Err(BadTimestamp::Null), None) => {
-                            counts.timestamp_errors += 1;
-                            bad.null.add(row.rowid, || "NULL".into());
-                        }
-                        (Err(BadTimestamp::Unparseable), None) => {
-                            counts.timestamp_errors += 1;
-                            let raw = row.bad_time.unwrap_or_default();
-                            bad.unparseable.add(row.rowid, || raw);
-                        }
+                        })?;
+                    if read > 0 {
+                        next.last = Some(fingerprint);
+                        read_to = next.cursor.unwrap_or(read_to);
                     }
-                })?;
-                if read == 0 {
+                    if read < self.batch_rows {
+                        finished = true;
+                        break;
+                    }
+                    if !batch.is_empty() {
+                        break;
+                    }
+                }
+                if counts.rows == 0 {
                     return Ok(());
                 }
-                let last = next.cursor.unwrap_or(0);
-                counts.advanced = last.saturating_sub(after).unsigned_abs();
+                counts.advanced = read_to.saturating_sub(after).unsigned_abs();
                 let checkpoints = saved.moves_to(&next, &keys);
                 let committed =
                     self.recorder
@@ -409,8 +433,8 @@ impl Follower {
                 on_batch(table, &counts);
                 saved = next;
                 next = next.bumped();
-                after = last;
-                if read < self.batch_rows {
+                after = read_to;
+                if finished {
                     return Ok(());
                 }
             }
@@ -484,6 +508,62 @@ mod tests {
             .poll(now, &mut |_, c| recorded += c.recorded)
             .expect("poll");
         recorded
+    }
+
+    #[test]
+    fn old_rows_count_once_in_the_totals_and_in_no_window_whatever_the_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (app, recorder) = setup(dir.path());
+        app.execute_batch(
+            "CREATE TABLE facts (id INTEGER PRIMARY KEY, created_at TEXT, is_hallucination INTEGER);",
+        )
+        .expect("schema");
+        let now = SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        // 45 facts a month old (a third hallucinated), then 3 of the last hour.
+        for i in 0..48u64 {
+            let age = if i < 45 { 30 * day } else { Duration::from_secs(3600) };
+            app.execute(
+                "INSERT INTO facts (created_at, is_hallucination) VALUES (?1, ?2)",
+                (iso(now - age + Duration::from_secs(i)), i64::from(i % 3 == 0)),
+            )
+            .expect("insert");
+        }
+        // Cut short after its first commit (a crash, say): ten reads of two old rows.
+        let mut f = follower(dir.path(), &recorder);
+        let mut first = Counts::default();
+        let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f.poll(now, &mut |table, c| {
+                if table == Table::Facts {
+                    first = *c;
+                    panic!("cut short after a committed batch");
+                }
+            })
+        }));
+        assert!(cut.is_err());
+        assert_eq!(
+            (first.rows, first.recorded, first.too_old),
+            (20, 20, 20),
+            "one commit for ten reads of old rows"
+        );
+        assert_eq!(recorder.snapshot().totals.facts, 20);
+        // The next poll goes on from the cursor committed with those counts.
+        let mut counts = Counts::default();
+        follower(dir.path(), &recorder)
+            .poll(now, &mut |table, c| {
+                if table == Table::Facts {
+                    counts.add(c);
+                }
+            })
+            .expect("poll");
+        assert_eq!((counts.rows, counts.too_old), (28, 25));
+        let s = recorder.snapshot();
+        assert_eq!((s.totals.facts, s.totals.hallucination_assessed), (48, 48));
+        assert_eq!(s.totals.hallucinated, 16);
+        assert_eq!((s.facts_24h.facts, s.facts_24h.hallucinated), (3, 1));
+        // Read once: nothing more.
+        assert_eq!(poll(dir.path(), &recorder, now), 0);
+        assert_eq!(recorder.snapshot().totals.facts, 48);
     }
 
     #[test]

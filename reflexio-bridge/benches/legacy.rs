@@ -203,7 +203,10 @@ fn benches(c: &mut Criterion) {
                 })
                 .expect("adopt");
                 assert_eq!((rows, counted), (rows_big, rows_big), "every row counted");
-                assert!(old > rows_big * 9 / 10, "mostly older than the windows: {old}");
+                assert!(
+                    old > rows_big * 9 / 10,
+                    "mostly older than the windows: {old}"
+                );
                 f
             },
             BatchSize::PerIteration,

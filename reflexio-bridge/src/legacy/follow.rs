@@ -522,10 +522,17 @@ mod tests {
         let day = Duration::from_secs(24 * 3600);
         // 45 facts a month old (a third hallucinated), then 3 of the last hour.
         for i in 0..48u64 {
-            let age = if i < 45 { 30 * day } else { Duration::from_secs(3600) };
+            let age = if i < 45 {
+                30 * day
+            } else {
+                Duration::from_secs(3600)
+            };
             app.execute(
                 "INSERT INTO facts (created_at, is_hallucination) VALUES (?1, ?2)",
-                (iso(now - age + Duration::from_secs(i)), i64::from(i % 3 == 0)),
+                (
+                    iso(now - age + Duration::from_secs(i)),
+                    i64::from(i % 3 == 0),
+                ),
             )
             .expect("insert");
         }

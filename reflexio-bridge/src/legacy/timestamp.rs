@@ -312,7 +312,12 @@ mod tests {
             assert!(fast.is_some(), "{text}");
             assert_eq!(fast, general(text.as_bytes()), "{text}");
         }
-        for other in ["2026-11-30", "2026-02-30 10:00:00", "2026-11-30 08:19:18.", "1770413895"] {
+        for other in [
+            "2026-11-30",
+            "2026-02-30 10:00:00",
+            "2026-11-30 08:19:18.",
+            "1770413895",
+        ] {
             assert_eq!(python_shape(other.as_bytes()), None, "{other}");
         }
     }
@@ -336,4 +341,3 @@ mod tests {
         );
     }
 }
-

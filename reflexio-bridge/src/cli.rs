@@ -69,7 +69,7 @@ impl From<ImportArgs> for ServeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
-    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
+    /// auth_token_file, web_config_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
     /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
     /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
     /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
@@ -98,6 +98,13 @@ pub(crate) struct ServeArgs {
     /// Ingest always needs it once set; scraping too, unless --public-metrics.
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_AUTH_TOKEN_FILE")]
     pub(crate) auth_token_file: Option<PathBuf>,
+
+    /// A web configuration file in the format of Prometheus' exporter-toolkit
+    /// (`--web.config.file`): `tls_server_config` (HTTPS, client certificates),
+    /// `basic_auth_users` (bcrypt), `http_server_config.headers` and `rate_limit`. Reloaded when
+    /// it or its certificate files change.
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_WEB_CONFIG_FILE")]
+    pub(crate) web_config_file: Option<PathBuf>,
 
     /// Serve /metrics/prometheus without the token.
     #[arg(long, env = "REFLEXIO_BRIDGE_PUBLIC_METRICS")]

@@ -4,6 +4,7 @@
 
 use crate::cli::{ServeArgs, parse_duration};
 use crate::legacy::{self, LegacySettings};
+use crate::web_config::WebConfig;
 use reflexio_otel::{Recorder, RecorderBuilder, StoreOptions};
 use serde::Deserialize;
 use std::fmt;
@@ -110,6 +111,11 @@ impl Otlp {
 pub(crate) struct Token(Box<[u8]>);
 
 impl Token {
+    #[cfg(test)]
+    pub(crate) fn new(token: &[u8]) -> Self {
+        Self(token.into())
+    }
+
     pub(crate) fn matches(&self, offered: &[u8]) -> bool {
         constant_time_eq::constant_time_eq(&self.0, offered)
     }
@@ -121,6 +127,15 @@ impl fmt::Debug for Token {
     }
 }
 
+/// The web configuration file, read and checked at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Web {
+    pub(crate) path: PathBuf,
+    pub(crate) config: WebConfig,
+    /// Built from `config.tls`, its files read: HTTPS is served.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -129,6 +144,7 @@ pub(crate) struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) demo: bool,
     pub(crate) token: Option<Token>,
+    pub(crate) web: Option<Web>,
     pub(crate) public_metrics: bool,
     pub(crate) insecure_no_auth: bool,
     pub(crate) body_limit: usize,
@@ -156,6 +172,7 @@ struct FileSettings {
     flush_interval: Option<String>,
     demo: Option<bool>,
     auth_token_file: Option<PathBuf>,
+    web_config_file: Option<PathBuf>,
     public_metrics: Option<bool>,
     insecure_no_auth: Option<bool>,
     body_limit: Option<toml::Value>,
@@ -290,6 +307,23 @@ fn read_token(path: &Path) -> Result<(Token, Vec<String>), String> {
         ));
     }
     Ok((Token(token.into()), warnings))
+}
+
+/// Reads and checks a web configuration file, and builds its TLS configuration (reading the
+/// certificate, key and CA files) so that a mistake stops the bridge at start.
+fn load_web(path: &Path) -> Result<Web, String> {
+    let config = WebConfig::load(path)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Web {
+        path: path.to_owned(),
+        config,
+        tls,
+    })
 }
 
 /// A time zone by its IANA name (`Europe/Berlin`, `UTC`).
@@ -453,6 +487,19 @@ impl Config {
                 .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
             (None, None) => (None, Vec::new()),
         };
+        let web = match (&args.web_config_file, &file.web_config_file) {
+            (Some(path), _) => {
+                Some(load_web(path).map_err(|e| invalid("--web-config-file", Source::Flag, e))?)
+            }
+            (None, Some(path)) => {
+                Some(load_web(path).map_err(|e| invalid("web_config_file", Source::File(fp), e))?)
+            }
+            (None, None) => None,
+        };
+        let mut warnings = warnings;
+        if let Some(web) = &web {
+            warnings.extend(web.config.warnings.iter().cloned());
+        }
         if !listen.ip().is_loopback() && token.is_none() && !insecure_no_auth {
             return Err(UsageError(format!(
                 "invalid --listen {listen}: a non-loopback address needs --auth-token-file, \
@@ -466,6 +513,7 @@ impl Config {
             flush_interval,
             demo,
             token,
+            web,
             public_metrics,
             insecure_no_auth,
             body_limit,

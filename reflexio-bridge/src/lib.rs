@@ -8,7 +8,13 @@
 //! - `serve`: the `serve` command, everything started and stopped together;
 //! - `import`: the `import` command, a one-shot backfill from an existing deployment;
 //! - `telemetry`: the meter provider, with the Prometheus exporter and the OTLP push;
+//! - `web_config`: the web configuration file (`--web-config-file`, exporter-toolkit's format);
+//! - `web`: the web configuration in force, reloaded when its files change; rate limit, headers;
+//! - `tls`: the HTTPS listener's rustls configuration and connections;
+//! - `auth`: the bearer token and basic-auth users, and what each may call;
 //! - `http`: the endpoints;
+//! - `compression`: gzip answers (`Accept-Encoding`) and gzip request bodies;
+//! - `landing`: the HTML landing page at `/`;
 //! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
 //!   the log;
 //! - `answer`: the JSON body of every error;
@@ -19,17 +25,23 @@
 //! - `worker`: the background thread that `demo` and the legacy poller run in.
 
 mod answer;
+mod auth;
 mod cli;
+mod compression;
 mod config;
 mod demo;
 mod http;
 mod http_layer;
 mod import;
 mod ingest;
+mod landing;
 pub mod legacy;
 mod limits;
 mod serve;
 mod telemetry;
+mod tls;
+mod web;
+mod web_config;
 mod worker;
 
 use clap::Parser;

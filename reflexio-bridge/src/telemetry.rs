@@ -383,6 +383,13 @@ impl Telemetry {
     pub(crate) fn new(otlp: Option<&Otlp>, recorder: &Recorder) -> anyhow::Result<Self> {
         let stats = Arc::new(Stats::default());
         let registry = prometheus::Registry::new();
+        // process_* (CPU, resident and virtual memory, open and maximum file descriptors,
+        // start time), as every client library exports them: in the scrape only.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .context("cannot register the process metrics")?;
         let mut builder = reflexio_otel::with_prometheus(SdkMeterProvider::builder(), &registry)?;
         let mut runtime = None;
         if let Some(otlp) = otlp {
@@ -480,6 +487,19 @@ impl Telemetry {
         });
         counter(&contract::HTTP_MALFORMED_REQUESTS, |s| {
             s.malformed.load(Ordering::Relaxed)
+        });
+        contract::BRIDGE_BUILD_INFO.observe_u64(&meter, |o| {
+            o.observe(
+                1,
+                &[
+                    KeyValue::new(contract::VERSION_LABEL, VERSION),
+                    KeyValue::new(
+                        contract::RUSTC_VERSION_LABEL,
+                        env!("REFLEXIO_BRIDGE_RUSTC_VERSION"),
+                    ),
+                    KeyValue::new(contract::TARGET_LABEL, env!("REFLEXIO_BRIDGE_TARGET")),
+                ],
+            );
         });
         if otlp {
             counter(&contract::OTLP_EXPORTS, |s| {

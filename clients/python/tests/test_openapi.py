@@ -99,7 +99,7 @@ def test_every_example_is_answered_as_documented(shared_bridge, media_type, name
     if answer.status == 202:
         assert doc == {"accepted": expected["accepted"]}
         return
-    assert set(doc) == {"error", "index", "field"}, doc
+    assert set(doc) == {"error", "index", "field", "line"}, doc
     assert doc["index"] == expected["index"], doc
     if "field" in expected:
         assert doc["field"] == expected["field"], doc
@@ -153,7 +153,7 @@ def fuzz(operation_id: str, max_examples: int):
         )
         if response.status_code >= 400:
             doc = response.json()
-            assert set(doc) == {"error", "index", "field"}, doc
+            assert set(doc) == {"error", "index", "field", "line"}, doc
         if posting and response.status_code != 202:
             after = event_derived(shared_bridge.scrape())
             assert after == before, "a refused request changed the scrape"

@@ -20,6 +20,7 @@
 //! - `answer`: the JSON body of every error;
 //! - `ingest`: the wire format of events;
 //! - `limits`: process limits (the file size limit);
+//! - `process`: the `process_*` metrics of the scrape;
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload;
 //! - `worker`: the background thread that `demo` and the legacy poller run in.
@@ -37,6 +38,7 @@ mod ingest;
 mod landing;
 pub mod legacy;
 mod limits;
+mod process;
 mod serve;
 mod telemetry;
 mod tls;

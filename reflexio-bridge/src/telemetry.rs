@@ -386,9 +386,7 @@ impl Telemetry {
         // process_* (CPU, resident and virtual memory, open and maximum file descriptors,
         // start time), as every client library exports them: in the scrape only.
         registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
+            .register(Box::new(crate::process::ProcessMetrics::new()?))
             .context("cannot register the process metrics")?;
         let mut builder = reflexio_otel::with_prometheus(SdkMeterProvider::builder(), &registry)?;
         let mut runtime = None;

@@ -69,7 +69,7 @@ impl From<ImportArgs> for ServeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
-    /// auth_token_file, web_config_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
+    /// auth_token_file, auth_token_create, web_config_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
     /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
     /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
     /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
@@ -98,6 +98,16 @@ pub(crate) struct ServeArgs {
     /// Ingest always needs it once set; scraping too, unless --public-metrics.
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_AUTH_TOKEN_FILE")]
     pub(crate) auth_token_file: Option<PathBuf>,
+
+    /// With --auth-token-file: if the file does not exist, create it (mode 600) holding a new
+    /// random token (256 bits, hex), and use it. The container image starts this way.
+    #[arg(long, env = "REFLEXIO_BRIDGE_AUTH_TOKEN_CREATE")]
+    pub(crate) auth_token_create: bool,
+
+    /// Check the settings (and the files they name) and exit: 0 if the bridge would start,
+    /// 2 with the reason if not. Nothing is created, opened for writing or listened on.
+    #[arg(long)]
+    pub(crate) check_config: bool,
 
     /// A web configuration file in the format of Prometheus' exporter-toolkit
     /// (`--web.config.file`): `tls_server_config` (HTTPS, client certificates),

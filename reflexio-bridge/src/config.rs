@@ -172,6 +172,7 @@ struct FileSettings {
     flush_interval: Option<String>,
     demo: Option<bool>,
     auth_token_file: Option<PathBuf>,
+    auth_token_create: Option<bool>,
     web_config_file: Option<PathBuf>,
     public_metrics: Option<bool>,
     insecure_no_auth: Option<bool>,
@@ -268,6 +269,56 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("{size} bytes is outside 1 byte to 1GiB"));
     }
     Ok(size)
+}
+
+/// Whether a missing token file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenCreation {
+    Never,
+    Create,
+    /// `--check-config`: a missing file would be created; nothing is written.
+    Check,
+}
+
+/// The token of `path`: read, or first created with a new random token when `create` says so
+/// and the file does not exist.
+fn token(path: &Path, create: TokenCreation) -> Result<(Token, Vec<String>), String> {
+    if create != TokenCreation::Never && !path.exists() {
+        if create == TokenCreation::Check {
+            // What would be created: a valid, long token.
+            return Ok((Token(vec![b'0'; 64].into()), Vec::new()));
+        }
+        create_token(path)?;
+    }
+    read_token(path)
+}
+
+/// Creates `path` (mode 600) holding 32 random bytes in hex; a file created meanwhile by another
+/// process is kept.
+fn create_token(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(32) => {}
+        _ => return Err("cannot draw random bytes for a new token".into()),
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    };
+    file.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(path = %path.display(), "created a new bearer token (mode 600): clients and Prometheus need it");
+    Ok(())
 }
 
 /// Reads the token, and says what is weak about it: a file other users can read, a short token.
@@ -478,11 +529,17 @@ impl Config {
             (None, None) => DEFAULT_MAX_INGEST_BODIES,
         };
 
+        let create = match (args.auth_token_create, args.check_config) {
+            (_, true) => TokenCreation::Check,
+            (true, false) => TokenCreation::Create,
+            (false, false) if file.auth_token_create == Some(true) => TokenCreation::Create,
+            (false, false) => TokenCreation::Never,
+        };
         let (token, warnings) = match (&args.auth_token_file, &file.auth_token_file) {
-            (Some(path), _) => read_token(path)
+            (Some(path), _) => token(path, create)
                 .map(|(t, w)| (Some(t), w))
                 .map_err(|e| invalid("--auth-token-file", Source::Flag, e))?,
-            (None, Some(path)) => read_token(path)
+            (None, Some(path)) => token(path, create)
                 .map(|(t, w)| (Some(t), w))
                 .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
             (None, None) => (None, Vec::new()),
@@ -1420,6 +1477,45 @@ mod tests {
         )
         .expect("valid");
         assert!(c.otlp.is_none());
+    }
+
+    #[test]
+    fn a_missing_token_file_is_created_once_when_asked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let args = |create: bool, check: bool| ServeArgs {
+            auth_token_file: Some(path.clone()),
+            auth_token_create: create,
+            check_config: check,
+            listen: Some("0.0.0.0:8000".parse().expect("addr")),
+            ..Default::default()
+        };
+        assert!(
+            resolve(args(false, false), &[]).is_err(),
+            "not created unasked"
+        );
+        assert!(resolve(args(true, true), &[]).is_ok(), "the check passes");
+        assert!(!path.exists(), "the check creates nothing");
+        let c = resolve(args(true, false), &[]).expect("created");
+        let text = std::fs::read_to_string(&path).expect("token");
+        assert_eq!(text.trim().len(), 64);
+        assert!(c.token.expect("token").matches(text.trim().as_bytes()));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = resolve(args(true, false), &[]).expect("read");
+        assert!(
+            again.token.expect("token").matches(text.trim().as_bytes()),
+            "kept"
+        );
+        let elsewhere = ServeArgs {
+            auth_token_file: Some(dir.path().join("missing/dir/token")),
+            auth_token_create: true,
+            ..Default::default()
+        };
+        let e = resolve(elsewhere, &[]).expect_err("cannot create");
+        assert!(e.0.contains("cannot create"), "{e}");
     }
 
     #[test]

@@ -25,8 +25,13 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let check_only = args.check_config;
     let config = Config::resolve(args, |var| std::env::var(var).ok())?;
     log_settings(&config);
+    if check_only {
+        println!("reflexio-bridge: the settings are valid");
+        return Ok(());
+    }
     // Before the store is opened: a write past the file size limit must fail, not kill.
     limits::watch_file_size_signal()?;
     let recorder = config.recorder()?;

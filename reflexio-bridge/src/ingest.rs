@@ -196,13 +196,17 @@ impl Wire {
             "transcription" => Event::Transcription,
             "digest" => Event::Digest,
             "fact" => {
-                let coverage = self
-                    .citation_coverage
-                    .ok_or_else(|| missing("citation_coverage"))?;
-                let mut fact = Fact::new(coverage)
-                    .map_err(value("citation_coverage"))?
-                    .hallucinated(self.hallucinated.ok_or_else(|| missing("hallucinated"))?)
-                    .atomic(self.atomic.ok_or_else(|| missing("atomic"))?);
+                // Each verdict is optional: absent or null, it is not known.
+                let mut fact = Fact {
+                    hallucinated: self.hallucinated,
+                    atomic: self.atomic,
+                    ..Fact::unassessed()
+                };
+                if let Some(coverage) = self.citation_coverage {
+                    fact = fact
+                        .with_citation_coverage(coverage)
+                        .map_err(value("citation_coverage"))?;
+                }
                 if let Some(c) = self.cove {
                     let confidence = c.confidence.ok_or_else(|| missing("cove.confidence"))?;
                     let rounds = c.rounds.ok_or_else(|| missing("cove.rounds"))?;
@@ -508,7 +512,7 @@ mod tests {
         );
         match &events[2].0 {
             Event::Fact(f) => {
-                assert_eq!(f.citation_coverage.get(), 0.98);
+                assert_eq!(f.citation_coverage.map(|c| c.get()), Some(0.98));
                 assert_eq!(f.cove.map(|c| c.rounds.get()), Some(1));
             }
             e => panic!("{e:?}"),
@@ -526,6 +530,42 @@ mod tests {
         let batch = parse(ndjson.as_bytes(), Format::Ndjson).expect("valid ndjson");
         assert_eq!(batch.events.len(), 9);
         assert_eq!(batch.lines, (1..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn each_verdict_of_a_fact_is_optional() {
+        let body = r#"[
+            {"type":"fact","hallucinated":true},
+            {"type":"fact","atomic":false,"citation_coverage":null},
+            {"type":"fact","citation_coverage":0.5,"hallucinated":null,"atomic":null},
+            {"type":"fact","cove":{"confidence":0.8,"rounds":2}},
+            {"type":"fact"}
+        ]"#;
+        let facts: Vec<Fact> = parse(body.as_bytes(), Format::JsonArray)
+            .expect("valid")
+            .events
+            .into_iter()
+            .map(|(e, _)| match e {
+                Event::Fact(f) => f,
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        let cove = CoveResult::new(0.8, 2).expect("valid");
+        assert_eq!(
+            facts,
+            [
+                Fact::unassessed().hallucinated(true),
+                Fact::unassessed().atomic(false),
+                Fact::unassessed()
+                    .with_citation_coverage(0.5)
+                    .expect("valid"),
+                Fact {
+                    cove: Some(cove),
+                    ..Fact::unassessed()
+                },
+                Fact::unassessed(),
+            ]
+        );
     }
 
     #[test]
@@ -550,9 +590,9 @@ mod tests {
                 "invalid type: string \"NaN\"",
             ),
             (
-                r#"[{"type":"fact","hallucinated":false,"atomic":true}]"#,
+                r#"[{"type":"retention","table":"facts"}]"#,
                 Some(0),
-                Some("citation_coverage"),
+                Some("deleted_records"),
                 "missing",
             ),
             (

@@ -63,11 +63,12 @@ fn a_known_batch_gives_exact_values() {
         ("reflexio_facts_24h", 10.0),
         ("reflexio_hallucination_rate_24h", 0.1),
         ("reflexio_hallucinated_facts_total", 1.0),
-        ("reflexio_citation_coverage_24h", 0.98),
+        ("reflexio_citation_coverage_sum_24h", 9.8),
+        ("reflexio_citation_coverage_24h", 9.8 / 10.0),
         ("reflexio_atomicity_violations_24h", 1.0),
         ("reflexio_atomicity_violations_total", 1.0),
         ("reflexio_cove_verified_facts_24h", 9.0),
-        ("reflexio_cove_avg_confidence_24h", 0.9),
+        ("reflexio_cove_avg_confidence_24h", 8.1 / 9.0),
         ("reflexio_cove_avg_verification_rounds_24h", 2.0),
         ("reflexio_transcriptions_total", 2.0),
         ("reflexio_digests_total", 2.0),
@@ -101,6 +102,73 @@ fn a_known_batch_gives_exact_values() {
     assert_eq!(s.totals.facts, 10);
     assert_eq!(s.facts_24h.hallucination_rate(), 0.1);
     assert_eq!(s.locks.active, 1);
+}
+
+#[test]
+fn each_verdict_of_an_ingested_fact_counts_in_its_own_figures_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&["--store", store.to_str().expect("path")]);
+    let (status, body) = bridge.post(
+        r#"[{"type":"fact","hallucinated":true}]"#,
+        "application/json",
+        None,
+    );
+    assert_eq!((status, &body), (202, &json!({"accepted": 1})));
+    let v = bridge.scrape();
+    for (series, value) in [
+        ("reflexio_facts_24h", 1.0),
+        ("reflexio_hallucinated_facts_24h", 1.0),
+        ("reflexio_assessed_facts_24h", 1.0),
+        ("reflexio_hallucination_rate_24h", 1.0),
+        ("reflexio_citation_assessed_facts_24h", 0.0),
+        ("reflexio_citation_coverage_sum_24h", 0.0),
+        ("reflexio_citation_coverage_24h", 0.0),
+        ("reflexio_atomicity_assessed_facts_24h", 0.0),
+        ("reflexio_atomicity_violations_24h", 0.0),
+        ("reflexio_cove_verified_facts_24h", 0.0),
+        ("reflexio_facts_total", 1.0),
+        ("reflexio_assessed_facts_total", 1.0),
+        ("reflexio_hallucinated_facts_total", 1.0),
+        ("reflexio_atomicity_assessed_facts_total", 0.0),
+    ] {
+        assert_eq!(v.get(series), Some(&value), "{series}");
+    }
+    assert_eq!(
+        v.get("reflexio_citation_coverage_count"),
+        None,
+        "no coverage observed"
+    );
+
+    // The other verdicts, each alone or null, in NDJSON: each adds to its own figures.
+    let ndjson = [
+        r#"{"type":"fact","atomic":false,"hallucinated":null}"#,
+        r#"{"type":"fact","citation_coverage":0.5,"cove":null}"#,
+        r#"{"type":"fact","cove":{"confidence":0.8,"rounds":3}}"#,
+        r#"{"type":"fact"}"#,
+    ]
+    .join("\n");
+    let (status, body) = bridge.post(ndjson, "application/x-ndjson", None);
+    assert_eq!((status, &body), (202, &json!({"accepted": 4})));
+    let v = bridge.scrape();
+    for (series, value) in [
+        ("reflexio_facts_24h", 5.0),
+        ("reflexio_assessed_facts_24h", 1.0),
+        ("reflexio_hallucination_rate_24h", 1.0),
+        ("reflexio_atomicity_assessed_facts_24h", 1.0),
+        ("reflexio_atomicity_violations_24h", 1.0),
+        ("reflexio_citation_assessed_facts_24h", 1.0),
+        ("reflexio_citation_coverage_sum_24h", 0.5),
+        ("reflexio_citation_coverage_24h", 0.5),
+        ("reflexio_cove_verified_facts_24h", 1.0),
+        ("reflexio_cove_confidence_sum_24h", 0.8),
+        ("reflexio_cove_verification_rounds_sum_24h", 3.0),
+        ("reflexio_cove_avg_verification_rounds_24h", 3.0),
+        ("reflexio_citation_coverage_count", 1.0),
+        ("reflexio_atomicity_violations_total", 1.0),
+    ] {
+        assert_eq!(v.get(series), Some(&value), "{series}");
+    }
 }
 
 #[test]

@@ -100,13 +100,14 @@ impl When {
 }
 
 /// A fact row: its time, quality and CoVe columns as written, and what the bridge should make
-/// of them.
+/// of them. Each quality column is a verdict of its own.
 #[derive(Debug, Clone)]
 struct FactRow {
     when: When,
     columns: [Value; 5],
-    /// (hallucinated, atomic, coverage) if assessed.
-    quality: Option<(bool, bool, f64)>,
+    hallucinated: Option<bool>,
+    atomic: Option<bool>,
+    coverage: Option<f64>,
     /// (confidence, rounds) if verified.
     cove: Option<(f64, u32)>,
     invalid: u64,
@@ -114,42 +115,70 @@ struct FactRow {
 
 fn fact_row(when: When, variant: usize) -> FactRow {
     use Value::{Integer as I, Null as N, Real as R, Text as T};
-    let (columns, quality, cove, invalid) = match variant % 6 {
+    let (columns, (hallucinated, atomic, coverage), cove, invalid) = match variant % 9 {
         0 => (
             [I(0), I(1), R(0.98), R(0.9), I(2)],
-            Some((false, true, 0.98)),
+            (Some(false), Some(true), Some(0.98)),
             Some((0.9, 2)),
             0,
         ),
         1 => (
             [I(1), I(0), R(0.5), N, N],
-            Some((true, false, 0.5)),
+            (Some(true), Some(false), Some(0.5)),
             None,
             0,
         ),
         // No quality known, but a CoVe result.
-        2 => ([N, N, N, R(0.7), I(1)], None, Some((0.7, 1)), 0),
-        // A coverage of 1.5: the fact is not assessed.
-        3 => ([I(0), I(1), R(1.5), R(0.8), I(3)], None, Some((0.8, 3)), 1),
+        2 => (
+            [N, N, N, R(0.7), I(1)],
+            (None, None, None),
+            Some((0.7, 1)),
+            0,
+        ),
+        // A coverage of 1.5: that verdict is left out, the other two count.
+        3 => (
+            [I(0), I(1), R(1.5), R(0.8), I(3)],
+            (Some(false), Some(true), None),
+            Some((0.8, 3)),
+            1,
+        ),
         // Zero rounds: no CoVe result.
         4 => (
             [I(0), I(1), R(0.91), R(0.6), I(0)],
-            Some((false, true, 0.91)),
+            (Some(false), Some(true), Some(0.91)),
             None,
             1,
         ),
         // Flags and numbers as text.
-        _ => (
+        5 => (
             [T("false".into()), T("1".into()), T("0.95".into()), N, N],
-            Some((false, true, 0.95)),
+            (Some(false), Some(true), Some(0.95)),
             None,
             0,
+        ),
+        // Known to be hallucinated, citation coverage NULL: a hallucination all the same.
+        6 => ([I(1), N, N, N, N], (Some(true), None, None), None, 0),
+        // Not atomic, with a coverage, hallucination unknown.
+        7 => (
+            [N, I(0), R(0.75), N, N],
+            (None, Some(false), Some(0.75)),
+            None,
+            0,
+        ),
+        // An atomicity flag of 2 is left out; the hallucination verdict counts.
+        _ => (
+            [I(0), I(2), N, R(0.95), I(1)],
+            (Some(false), None, None),
+            Some((0.95, 1)),
+            1,
         ),
     };
     FactRow {
         when,
         columns,
-        quality,
+        hallucinated,
+        atomic,
+        coverage,
         cove,
         invalid,
     }
@@ -431,54 +460,76 @@ impl App {
             .copied()
             .filter(|f| f.when.in_24h())
             .collect();
-        let assessed_day: Vec<(bool, bool, f64)> = day.iter().filter_map(|f| f.quality).collect();
         let cove_day: Vec<(f64, u32)> = day.iter().filter_map(|f| f.cove).collect();
         let n = |v: usize| v as f64;
         let mean = |sum: f64, count: usize| if count == 0 { 0.0 } else { sum / count as f64 };
+        let count =
+            |rows: &[&FactRow], p: fn(&FactRow) -> bool| n(rows.iter().filter(|f| p(f)).count());
+        let hallucination: Vec<bool> = day.iter().filter_map(|f| f.hallucinated).collect();
+        let atomicity: Vec<bool> = day.iter().filter_map(|f| f.atomic).collect();
+        let coverage: Vec<f64> = day.iter().filter_map(|f| f.coverage).collect();
         e.insert("reflexio_facts_total".into(), n(recorded.len()));
         e.insert(
             "reflexio_assessed_facts_total".into(),
-            n(recorded.iter().filter(|f| f.quality.is_some()).count()),
+            count(&recorded, |f| f.hallucinated.is_some()),
         );
         e.insert(
             "reflexio_hallucinated_facts_total".into(),
-            n(recorded
-                .iter()
-                .filter(|f| f.quality.is_some_and(|q| q.0))
-                .count()),
-        );
-        e.insert("reflexio_facts_24h".into(), n(day.len()));
-        e.insert("reflexio_assessed_facts_24h".into(), n(assessed_day.len()));
-        e.insert(
-            "reflexio_hallucination_rate_24h".into(),
-            mean(
-                n(assessed_day.iter().filter(|q| q.0).count()),
-                assessed_day.len(),
-            ),
+            count(&recorded, |f| f.hallucinated == Some(true)),
         );
         e.insert(
-            "reflexio_citation_coverage_24h".into(),
-            mean(assessed_day.iter().map(|q| q.2).sum(), assessed_day.len()),
+            "reflexio_atomicity_assessed_facts_total".into(),
+            count(&recorded, |f| f.atomic.is_some()),
         );
         e.insert(
-            "reflexio_atomicity_violations_24h".into(),
-            n(assessed_day.iter().filter(|q| !q.1).count()),
-        );
-        e.insert("reflexio_cove_verified_facts_24h".into(), n(cove_day.len()));
-        e.insert(
-            "reflexio_cove_avg_confidence_24h".into(),
-            mean(cove_day.iter().map(|c| c.0).sum(), cove_day.len()),
-        );
-        e.insert(
-            "reflexio_cove_avg_verification_rounds_24h".into(),
-            mean(
-                cove_day.iter().map(|c| f64::from(c.1)).sum(),
-                cove_day.len(),
-            ),
+            "reflexio_atomicity_violations_total".into(),
+            count(&recorded, |f| f.atomic == Some(false)),
         );
         e.insert(
             "reflexio_citation_coverage_count".into(),
-            n(recorded.iter().filter(|f| f.quality.is_some()).count()),
+            count(&recorded, |f| f.coverage.is_some()),
+        );
+        e.insert("reflexio_facts_24h".into(), n(day.len()));
+        let hallucinated = n(hallucination.iter().filter(|h| **h).count());
+        e.insert("reflexio_assessed_facts_24h".into(), n(hallucination.len()));
+        e.insert("reflexio_hallucinated_facts_24h".into(), hallucinated);
+        e.insert(
+            "reflexio_hallucination_rate_24h".into(),
+            mean(hallucinated, hallucination.len()),
+        );
+        e.insert(
+            "reflexio_atomicity_assessed_facts_24h".into(),
+            n(atomicity.len()),
+        );
+        e.insert(
+            "reflexio_atomicity_violations_24h".into(),
+            n(atomicity.iter().filter(|a| !**a).count()),
+        );
+        let coverage_sum: f64 = coverage.iter().sum();
+        e.insert(
+            "reflexio_citation_assessed_facts_24h".into(),
+            n(coverage.len()),
+        );
+        e.insert("reflexio_citation_coverage_sum_24h".into(), coverage_sum);
+        e.insert(
+            "reflexio_citation_coverage_24h".into(),
+            mean(coverage_sum, coverage.len()),
+        );
+        let confidence_sum: f64 = cove_day.iter().map(|c| c.0).sum();
+        let rounds_sum: f64 = cove_day.iter().map(|c| f64::from(c.1)).sum();
+        e.insert("reflexio_cove_verified_facts_24h".into(), n(cove_day.len()));
+        e.insert("reflexio_cove_confidence_sum_24h".into(), confidence_sum);
+        e.insert(
+            "reflexio_cove_verification_rounds_sum_24h".into(),
+            rounds_sum,
+        );
+        e.insert(
+            "reflexio_cove_avg_confidence_24h".into(),
+            mean(confidence_sum, cove_day.len()),
+        );
+        e.insert(
+            "reflexio_cove_avg_verification_rounds_24h".into(),
+            mean(rounds_sum, cove_day.len()),
         );
         e.insert(
             "reflexio_transcriptions_total".into(),
@@ -722,6 +773,8 @@ fn missing_tables_and_columns_leave_the_rest_working() {
         // 0, 10 and 20 hours old.
         ("reflexio_facts_24h", 3.0),
         ("reflexio_assessed_facts_24h", 0.0),
+        ("reflexio_atomicity_assessed_facts_24h", 0.0),
+        ("reflexio_citation_assessed_facts_24h", 0.0),
         ("reflexio_hallucination_rate_24h", 0.0),
         ("reflexio_citation_coverage_24h", 0.0),
         ("reflexio_transcriptions_total", 0.0),

@@ -11,10 +11,9 @@
 
 mod common;
 
-use common::{Bridge, dashboard_exprs, eventually, fact, free_port};
+use common::{Bridge, Server, dashboard_exprs, eventually, fact, free_port, query, value};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
@@ -40,57 +39,6 @@ fn emit(doc: &Yaml) -> String {
 
 fn docs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/monitoring")
-}
-
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts `program` with `args(port, dir)`; waits until `GET /-/ready` answers 200.
-    fn start(program: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
-        Server::start_ready(program, "/-/ready", args)
-    }
-
-    /// Starts `program` with `args(port, dir)`; waits until `GET ready` answers 200.
-    fn start_ready(program: &str, ready: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
-        let child = Command::new(program)
-            .args(args(port, dir.path()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("{program} must be installed (the README's test command installs it): {e}")
-            });
-        let server = Server {
-            child,
-            port,
-            _dir: dir,
-        };
-        let url = format!("http://127.0.0.1:{port}{ready}");
-        let ready = eventually(Duration::from_secs(30), || {
-            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
-        });
-        assert!(ready, "{program} did not start:\n{}", server.log());
-        server
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
-    }
 }
 
 /// Alertmanager sending every alert to `webhook`, without clustering.
@@ -181,30 +129,6 @@ fn prometheus(targets: &[&str], alertmanager: u16) -> Server {
             format!("--web.listen-address=127.0.0.1:{port}"),
         ]
     })
-}
-
-/// An instant query: the result vector, or the error Prometheus gives.
-fn query(prometheus: u16, expr: &str) -> Result<Vec<Value>, String> {
-    let response: Value = reqwest::blocking::Client::new()
-        .get(format!("http://127.0.0.1:{prometheus}/api/v1/query"))
-        .query(&[("query", expr)])
-        .send()
-        .and_then(|r| r.json())
-        .map_err(|e| e.to_string())?;
-    if response["status"] != "success" {
-        return Err(response.to_string());
-    }
-    Ok(response["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default())
-}
-
-fn value(sample: &Value) -> f64 {
-    sample["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .expect("a numeric sample")
 }
 
 /// An HTTP server for Alertmanager's webhook: every POSTed body, as JSON.

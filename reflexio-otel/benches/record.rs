@@ -12,14 +12,21 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-/// A varied, repeating stream of facts: some hallucinated, some not atomic, most with CoVe.
+/// A varied, repeating stream of facts: some hallucinated, some not atomic, most with CoVe, a
+/// few without a citation coverage or an atomicity verdict.
 fn facts() -> Vec<Fact> {
     (0..64u32)
         .map(|n| {
-            let fact = Fact::new(0.90 + f64::from(n % 10) / 100.0)
+            let mut fact = Fact::new(0.90 + f64::from(n % 10) / 100.0)
                 .expect("valid")
                 .hallucinated(n % 16 == 0)
                 .atomic(n % 8 != 0);
+            if n % 16 == 7 {
+                fact.citation_coverage = None;
+            }
+            if n % 32 == 11 {
+                fact.atomic = None;
+            }
             if n % 4 == 0 {
                 fact
             } else {
@@ -30,10 +37,13 @@ fn facts() -> Vec<Fact> {
         .collect()
 }
 
-/// The raw SDK instruments a user would record a fact with, without windows.
+/// The raw SDK instruments a user would record a fact with, without windows: a counter for each
+/// verdict's facts and one for its hits, and a histogram for each value.
 struct RawFact {
     facts: Counter<u64>,
+    assessed: Counter<u64>,
     hallucinated: Counter<u64>,
+    atomicity_assessed: Counter<u64>,
     violations: Counter<u64>,
     coverage: Histogram<f64>,
     confidence: Histogram<f64>,
@@ -44,7 +54,9 @@ impl RawFact {
     fn new(meter: &Meter) -> Self {
         Self {
             facts: meter.u64_counter("raw_facts").build(),
+            assessed: meter.u64_counter("raw_assessed_facts").build(),
             hallucinated: meter.u64_counter("raw_hallucinated_facts").build(),
+            atomicity_assessed: meter.u64_counter("raw_atomicity_assessed_facts").build(),
             violations: meter.u64_counter("raw_atomicity_violations").build(),
             coverage: meter
                 .f64_histogram("raw_citation_coverage")
@@ -65,13 +77,21 @@ impl RawFact {
 
     fn record(&self, fact: &Fact) {
         self.facts.add(1, &[]);
-        if fact.hallucinated {
-            self.hallucinated.add(1, &[]);
+        if let Some(hallucinated) = fact.hallucinated {
+            self.assessed.add(1, &[]);
+            if hallucinated {
+                self.hallucinated.add(1, &[]);
+            }
         }
-        if !fact.atomic {
-            self.violations.add(1, &[]);
+        if let Some(atomic) = fact.atomic {
+            self.atomicity_assessed.add(1, &[]);
+            if !atomic {
+                self.violations.add(1, &[]);
+            }
         }
-        self.coverage.record(fact.citation_coverage.get(), &[]);
+        if let Some(coverage) = fact.citation_coverage {
+            self.coverage.record(coverage.get(), &[]);
+        }
         if let Some(cove) = fact.cove {
             self.confidence.record(cove.confidence.get(), &[]);
             self.rounds.record(f64::from(cove.rounds.get()), &[]);

@@ -100,7 +100,7 @@ fn week_events(path: &Path, now: SystemTime) {
                         at,
                         f.hallucinated,
                         f.atomic,
-                        f.citation_coverage.get(),
+                        f.citation_coverage.map(|c| c.get()),
                         f.cove.map(|c| c.confidence.get()),
                         f.cove.map(|c| c.rounds.get())
                     ])
@@ -245,7 +245,7 @@ fn flush(c: &mut Criterion) {
                             n as i64,
                             f.hallucinated,
                             f.atomic,
-                            f.citation_coverage.get(),
+                            f.citation_coverage.map(|c| c.get()),
                             f.cove.map(|c| c.confidence.get()),
                             f.cove.map(|c| c.rounds.get())
                         ])

@@ -159,7 +159,7 @@ spec!(
     Counter,
     "{fact}",
     [],
-    "Facts recorded, assessed or not."
+    "Facts recorded, with or without quality verdicts."
 );
 spec!(
     ASSESSED_FACTS,
@@ -168,7 +168,7 @@ spec!(
     Counter,
     "{fact}",
     [],
-    "Facts recorded with their quality (hallucination, atomicity, citation coverage) known."
+    "Facts recorded with a hallucination verdict (hallucinated or not)."
 );
 spec!(
     DIGESTS,
@@ -196,6 +196,15 @@ spec!(
     "{fact}",
     [],
     "Facts that were not atomic."
+);
+spec!(
+    ATOMICITY_ASSESSED_FACTS,
+    "reflexio_atomicity_assessed_facts",
+    "reflexio_atomicity_assessed_facts_total",
+    Counter,
+    "{fact}",
+    [],
+    "Facts recorded with an atomicity verdict (atomic or not)."
 );
 spec!(
     RETENTION_OPERATIONS,
@@ -250,7 +259,7 @@ spec!(
     Histogram,
     "1",
     [],
-    "Citation coverage of each fact."
+    "Citation coverage of each fact that has one."
 );
 
 spec!(
@@ -278,7 +287,7 @@ spec!(
     Gauge,
     "",
     [],
-    "Mean CoVe confidence of facts verified in the last 24h; 0 when reflexio_cove_verified_facts_24h is 0."
+    "Mean CoVe confidence of facts verified in the last 24h: reflexio_cove_confidence_sum_24h / reflexio_cove_verified_facts_24h, 0 when that is 0."
 );
 spec!(
     COVE_AVG_VERIFICATION_ROUNDS_24H,
@@ -287,7 +296,7 @@ spec!(
     Gauge,
     "{round}",
     [],
-    "Mean CoVe verification rounds of facts verified in the last 24h; 0 when reflexio_cove_verified_facts_24h is 0."
+    "Mean CoVe verification rounds of facts verified in the last 24h: reflexio_cove_verification_rounds_sum_24h / reflexio_cove_verified_facts_24h, 0 when that is 0."
 );
 spec!(
     HALLUCINATION_RATE_24H,
@@ -296,7 +305,7 @@ spec!(
     Gauge,
     "",
     [],
-    "Hallucinated facts / assessed facts, last 24h; 0 when reflexio_assessed_facts_24h is 0."
+    "Hallucinated facts / facts with a hallucination verdict, last 24h: reflexio_hallucinated_facts_24h / reflexio_assessed_facts_24h, 0 when that is 0."
 );
 spec!(
     CITATION_COVERAGE_24H,
@@ -305,7 +314,7 @@ spec!(
     Gauge,
     "",
     [],
-    "Mean citation coverage of assessed facts, last 24h; 0 when reflexio_assessed_facts_24h is 0."
+    "Mean citation coverage of facts with one, last 24h: reflexio_citation_coverage_sum_24h / reflexio_citation_assessed_facts_24h, 0 when that is 0."
 );
 spec!(
     ATOMICITY_VIOLATIONS_24H,
@@ -314,7 +323,7 @@ spec!(
     Gauge,
     "{fact}",
     [],
-    "Non-atomic facts, last 24h."
+    "Non-atomic facts, last 24h, of reflexio_atomicity_assessed_facts_24h with an atomicity verdict."
 );
 spec!(
     FACTS_24H,
@@ -323,7 +332,7 @@ spec!(
     Gauge,
     "{fact}",
     [],
-    "Facts recorded in the last 24h, assessed or not."
+    "Facts recorded in the last 24h, with or without quality verdicts."
 );
 spec!(
     ASSESSED_FACTS_24H,
@@ -332,7 +341,61 @@ spec!(
     Gauge,
     "{fact}",
     [],
-    "Assessed facts in the last 24h: the sample count behind the 24h hallucination rate and citation coverage."
+    "Facts with a hallucination verdict in the last 24h: the denominator of reflexio_hallucination_rate_24h."
+);
+spec!(
+    HALLUCINATED_FACTS_24H,
+    "reflexio_hallucinated_facts_24h",
+    "reflexio_hallucinated_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Facts flagged as hallucinated in the last 24h: the numerator of reflexio_hallucination_rate_24h."
+);
+spec!(
+    ATOMICITY_ASSESSED_FACTS_24H,
+    "reflexio_atomicity_assessed_facts_24h",
+    "reflexio_atomicity_assessed_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Facts with an atomicity verdict in the last 24h: the denominator of reflexio_atomicity_violations_24h."
+);
+spec!(
+    CITATION_ASSESSED_FACTS_24H,
+    "reflexio_citation_assessed_facts_24h",
+    "reflexio_citation_assessed_facts_24h",
+    Gauge,
+    "{fact}",
+    [],
+    "Facts with a citation coverage in the last 24h: the denominator of reflexio_citation_coverage_24h."
+);
+spec!(
+    CITATION_COVERAGE_SUM_24H,
+    "reflexio_citation_coverage_sum_24h",
+    "reflexio_citation_coverage_sum_24h",
+    Gauge,
+    "",
+    [],
+    "Sum of the citation coverages of the last 24h: the numerator of reflexio_citation_coverage_24h."
+);
+spec!(
+    COVE_CONFIDENCE_SUM_24H,
+    "reflexio_cove_confidence_sum_24h",
+    "reflexio_cove_confidence_sum_24h",
+    Gauge,
+    "",
+    [],
+    "Sum of the CoVe confidences of the last 24h: the numerator of reflexio_cove_avg_confidence_24h."
+);
+spec!(
+    COVE_VERIFICATION_ROUNDS_SUM_24H,
+    "reflexio_cove_verification_rounds_sum_24h",
+    "reflexio_cove_verification_rounds_sum_24h",
+    Gauge,
+    "{round}",
+    [],
+    "Sum of the CoVe verification rounds of the last 24h: the numerator of reflexio_cove_avg_verification_rounds_24h."
 );
 spec!(
     COVE_VERIFIED_FACTS_24H,
@@ -341,7 +404,7 @@ spec!(
     Gauge,
     "{fact}",
     [],
-    "Facts with a CoVe result in the last 24h: the sample count behind the 24h CoVe means."
+    "Facts with a CoVe result in the last 24h: the denominator of the 24h CoVe means."
 );
 spec!(
     RETENTION_OPERATIONS_7D,
@@ -600,6 +663,13 @@ pub const ALL: &[MetricSpec] = &[
     CLOCK_BACKWARD_JUMPS,
     ASSESSED_FACTS,
     ASSESSED_FACTS_24H,
+    HALLUCINATED_FACTS_24H,
+    ATOMICITY_ASSESSED_FACTS_24H,
+    CITATION_ASSESSED_FACTS_24H,
+    CITATION_COVERAGE_SUM_24H,
+    COVE_CONFIDENCE_SUM_24H,
+    COVE_VERIFICATION_ROUNDS_SUM_24H,
+    ATOMICITY_ASSESSED_FACTS,
     EVICTED_LOCKS,
 ];
 

@@ -256,50 +256,78 @@ impl CoveResult {
     }
 }
 
-/// A fact extracted from a transcription.
+/// A fact extracted from a transcription, with whichever quality verdicts are known.
+///
+/// Each verdict — hallucinated or not, atomic or not, citation coverage, CoVe result — is
+/// optional and counts on its own: a fact known to be hallucinated whose citation coverage is
+/// not known counts in the hallucination rate and not in the mean citation coverage. A fact
+/// with no verdict at all counts only as a fact.
 ///
 /// ```
 /// use reflexio_otel::Fact;
 /// let fact = Fact::new(0.98)?.hallucinated(true).with_cove(0.91, 2)?;
-/// assert!(fact.hallucinated && fact.atomic);
+/// assert_eq!((fact.hallucinated, fact.atomic), (Some(true), Some(true)));
+///
+/// let partial = Fact::unassessed().hallucinated(true);
+/// assert_eq!((partial.atomic, partial.citation_coverage), (None, None));
 /// # Ok::<(), reflexio_otel::ValueError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Fact {
-    /// CoVe (or a reviewer) flagged the fact as not supported by its source.
-    pub hallucinated: bool,
-    /// The fact states one thing; `false` counts as an atomicity violation.
-    pub atomic: bool,
-    /// The share of the fact backed by citations.
-    pub citation_coverage: Fraction,
+    /// Whether CoVe (or a reviewer) flagged the fact as not supported by its source; `None`
+    /// when not assessed.
+    pub hallucinated: Option<bool>,
+    /// Whether the fact states one thing (`Some(false)` counts as an atomicity violation);
+    /// `None` when not assessed.
+    pub atomic: Option<bool>,
+    /// The share of the fact backed by citations; `None` when not measured.
+    pub citation_coverage: Option<Fraction>,
     /// The CoVe result, if the fact went through CoVe.
     pub cove: Option<CoveResult>,
 }
 
 impl Fact {
-    /// A non-hallucinated, atomic fact with the given citation coverage and no CoVe result.
+    /// A fact with every quality verdict: not hallucinated, atomic, the given citation
+    /// coverage, and no CoVe result.
     pub fn new(citation_coverage: f64) -> Result<Self, ValueError> {
-        Ok(Self {
-            hallucinated: false,
-            atomic: true,
-            citation_coverage: Fraction::new(citation_coverage)
-                .map_err(|e| e.in_field("citation_coverage"))?,
-            cove: None,
-        })
+        Self {
+            hallucinated: Some(false),
+            atomic: Some(true),
+            ..Self::unassessed()
+        }
+        .with_citation_coverage(citation_coverage)
     }
 
-    /// Sets whether the fact is hallucinated.
+    /// A fact with no verdict yet: it counts as a fact, and in no quality figure until a
+    /// verdict is set.
+    pub const fn unassessed() -> Self {
+        Self {
+            hallucinated: None,
+            atomic: None,
+            citation_coverage: None,
+            cove: None,
+        }
+    }
+
+    /// Sets the hallucination verdict.
     #[must_use]
     pub fn hallucinated(mut self, hallucinated: bool) -> Self {
-        self.hallucinated = hallucinated;
+        self.hallucinated = Some(hallucinated);
         self
     }
 
-    /// Sets whether the fact is atomic.
+    /// Sets the atomicity verdict.
     #[must_use]
     pub fn atomic(mut self, atomic: bool) -> Self {
-        self.atomic = atomic;
+        self.atomic = Some(atomic);
         self
+    }
+
+    /// Sets the citation coverage, validated: finite and within `[0, 1]`.
+    pub fn with_citation_coverage(mut self, coverage: f64) -> Result<Self, ValueError> {
+        self.citation_coverage =
+            Some(Fraction::new(coverage).map_err(|e| e.in_field("citation_coverage"))?);
+        Ok(self)
     }
 
     /// Attaches a CoVe result.
@@ -433,11 +461,10 @@ impl LockEvent {
 pub enum Event {
     /// An audio segment was transcribed.
     Transcription,
-    /// A fact was extracted.
+    /// A fact was extracted, with whichever verdicts are known.
     Fact(Fact),
-    /// A fact was extracted, but its quality (hallucination, atomicity, citation coverage) is
-    /// not known: it counts as a fact, not as a sample of the quality ratios and means. Facts
-    /// read from an application database without quality columns are recorded so.
+    /// A fact was extracted without a hallucination, atomicity or citation coverage verdict:
+    /// the same as `Event::Fact` of [`Fact::unassessed`] with this CoVe result.
     UnassessedFact {
         /// Its CoVe result, if known.
         cove: Option<CoveResult>,
@@ -452,6 +479,20 @@ pub enum Event {
     LockAcquired(LockEvent),
     /// A process lock was released.
     LockReleased(LockEvent),
+}
+
+impl Event {
+    /// The fact this event records, if it records one.
+    pub(crate) fn fact(&self) -> Option<Fact> {
+        match self {
+            Event::Fact(fact) => Some(*fact),
+            Event::UnassessedFact { cove } => Some(Fact {
+                cove: *cove,
+                ..Fact::unassessed()
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl From<Fact> for Event {
@@ -534,6 +575,39 @@ mod tests {
         assert!(Rounds::new(MAX_ROUNDS).is_ok());
         assert!(Rounds::new(0).is_err());
         assert!(Rounds::new(MAX_ROUNDS + 1).is_err());
+    }
+
+    #[test]
+    fn each_verdict_is_set_on_its_own() {
+        let fact = Fact::new(0.5).expect("valid");
+        assert_eq!(
+            (fact.hallucinated, fact.atomic, fact.cove),
+            (Some(false), Some(true), None)
+        );
+        assert_eq!(fact.citation_coverage.map(Fraction::get), Some(0.5));
+        assert_eq!(Fact::unassessed(), Fact::default());
+        let partial = Fact::unassessed().atomic(false);
+        assert_eq!(
+            (
+                partial.hallucinated,
+                partial.atomic,
+                partial.citation_coverage
+            ),
+            (None, Some(false), None)
+        );
+        let err = Fact::unassessed()
+            .with_citation_coverage(f64::NAN)
+            .expect_err("NaN");
+        assert_eq!(err.field(), "citation_coverage");
+        let cove = CoveResult::new(0.7, 1).expect("valid");
+        assert_eq!(
+            Event::UnassessedFact { cove: Some(cove) }.fact(),
+            Some(Fact {
+                cove: Some(cove),
+                ..Fact::unassessed()
+            })
+        );
+        assert_eq!(Event::Digest.fact(), None);
     }
 
     #[test]

@@ -38,10 +38,13 @@
 //! - **Windows**: fixed, aligned one-minute buckets holding only integers, so they add exactly
 //!   and merge in any order. The 24h window is the current minute and the 1439 before it; the
 //!   7d window is the current minute and the 10079 before it.
+//! - **Verdicts**: each quality verdict of a [`Fact`] (hallucinated, atomic, citation coverage,
+//!   CoVe result) is optional and counts on its own, with its own denominator.
 //! - **Export** ([`Recorder::register`], [`with_prometheus`], [`encode_text`]): each collection
-//!   refreshes one [`Snapshot`] that every callback reads. An empty window reports
-//!   [`EMPTY_WINDOW_VALUE`], and its sample count (`reflexio_facts_24h`,
-//!   `reflexio_cove_verified_facts_24h`) says it is empty.
+//!   refreshes one [`Snapshot`] that every callback reads. Every 24h ratio or mean is exported
+//!   with its numerator and denominator (`reflexio_hallucinated_facts_24h` /
+//!   `reflexio_assessed_facts_24h`, ...), which add up across instances; an empty window
+//!   reports [`EMPTY_WINDOW_VALUE`], and its denominator, 0, says it is empty.
 //! - **Time** ([`Clock`]): window code takes the time as a parameter; the clock only supplies
 //!   "now". [`ManualClock`] lets tests drive it.
 

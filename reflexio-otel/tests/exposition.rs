@@ -9,8 +9,11 @@ use reflexio_otel::{
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+#[path = "support/exposition.rs"]
+mod exposition;
 #[path = "support/promtool.rs"]
 mod promtool;
+use exposition::samples;
 use promtool::check_metrics as promtool_check;
 
 /// `# TYPE` lines of an exposition: name -> type.
@@ -20,17 +23,6 @@ fn types(text: &str) -> BTreeMap<String, String> {
         .map(|l| {
             let (name, kind) = l.split_once(' ').expect("TYPE line has a name and a type");
             (name.to_owned(), kind.to_owned())
-        })
-        .collect()
-}
-
-/// Sample lines of an exposition: `name{labels}` -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').expect("sample line has a value");
-            (series.to_owned(), value.parse().expect("numeric sample"))
         })
         .collect()
 }
@@ -58,6 +50,14 @@ fn record_mix(recorder: &Recorder) {
         };
         recorder.record_fact(&fact);
     }
+    // Facts with only some verdicts: each counts for its own figures.
+    recorder.record_fact(&Fact::unassessed().hallucinated(true));
+    recorder.record_fact(
+        &Fact::unassessed()
+            .atomic(false)
+            .with_citation_coverage(0.5)
+            .expect("valid"),
+    );
     recorder.record_transcription();
     recorder.record_transcription();
     recorder.record_digest();
@@ -143,18 +143,27 @@ fn every_contract_metric_is_exported_with_its_type() {
     let v = samples(&text);
     let expect = [
         ("reflexio_transcriptions_total", 2.0),
-        ("reflexio_facts_total", 10.0),
+        ("reflexio_facts_total", 12.0),
+        ("reflexio_assessed_facts_total", 11.0),
         ("reflexio_digests_total", 1.0),
-        ("reflexio_hallucinated_facts_total", 1.0),
-        ("reflexio_atomicity_violations_total", 1.0),
+        ("reflexio_hallucinated_facts_total", 2.0),
+        ("reflexio_atomicity_assessed_facts_total", 11.0),
+        ("reflexio_atomicity_violations_total", 2.0),
         ("reflexio_cove_enabled", 1.0),
         ("reflexio_cove_confidence_threshold", 0.7),
-        ("reflexio_facts_24h", 10.0),
-        ("reflexio_hallucination_rate_24h", 0.1),
-        ("reflexio_citation_coverage_24h", 0.98),
-        ("reflexio_atomicity_violations_24h", 1.0),
+        ("reflexio_facts_24h", 12.0),
+        ("reflexio_assessed_facts_24h", 11.0),
+        ("reflexio_hallucinated_facts_24h", 2.0),
+        ("reflexio_hallucination_rate_24h", 2.0 / 11.0),
+        ("reflexio_citation_assessed_facts_24h", 11.0),
+        ("reflexio_citation_coverage_sum_24h", 10.3),
+        ("reflexio_citation_coverage_24h", 10.3 / 11.0),
+        ("reflexio_atomicity_assessed_facts_24h", 11.0),
+        ("reflexio_atomicity_violations_24h", 2.0),
         ("reflexio_cove_verified_facts_24h", 4.0),
-        ("reflexio_cove_avg_confidence_24h", 0.9),
+        ("reflexio_cove_confidence_sum_24h", 3.6),
+        ("reflexio_cove_avg_confidence_24h", 3.6 / 4.0),
+        ("reflexio_cove_verification_rounds_sum_24h", 6.0),
         ("reflexio_cove_avg_verification_rounds_24h", 1.5),
         ("reflexio_retention_operations_7d", 3.0),
         ("reflexio_retention_deleted_records_7d", 120.0),
@@ -168,9 +177,10 @@ fn every_contract_metric_is_exported_with_its_type() {
         ("reflexio_retention_errors_total{table=\"facts\"}", 0.0),
         ("reflexio_active_locks", 2.0),
         ("reflexio_stale_locks", 1.0),
-        ("reflexio_citation_coverage_count", 10.0),
-        ("reflexio_citation_coverage_bucket{le=\"0.95\"}", 0.0),
-        ("reflexio_citation_coverage_bucket{le=\"0.98\"}", 10.0),
+        ("reflexio_citation_coverage_count", 11.0),
+        ("reflexio_citation_coverage_bucket{le=\"0.5\"}", 1.0),
+        ("reflexio_citation_coverage_bucket{le=\"0.95\"}", 1.0),
+        ("reflexio_citation_coverage_bucket{le=\"0.98\"}", 11.0),
         ("reflexio_cove_confidence_count", 4.0),
         ("reflexio_cove_confidence_bucket{le=\"0.9\"}", 4.0),
         ("reflexio_cove_confidence_bucket{le=\"0.8\"}", 0.0),
@@ -182,7 +192,7 @@ fn every_contract_metric_is_exported_with_its_type() {
         assert_eq!(v.get(series), Some(&value), "{series}\n{text}");
     }
     let sum = v["reflexio_citation_coverage_sum"];
-    assert!((sum - 9.8).abs() < 1e-9, "coverage sum {sum}");
+    assert!((sum - 10.3).abs() < 1e-9, "coverage sum {sum}");
     let sum = v["reflexio_cove_confidence_sum"];
     assert!((sum - 3.6).abs() < 1e-9, "confidence sum {sum}");
 

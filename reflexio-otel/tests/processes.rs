@@ -124,13 +124,13 @@ fn multi_child(path: &Path, id: u64) {
             let n = id * 1_000_000 + round * 100 + i;
             r.record_fact(&fact(n));
             facts += 1;
-            hallucinated += u64::from(fact(n).hallucinated);
+            hallucinated += u64::from(fact(n).hallucinated == Some(true));
         }
         let batch: Vec<_> = (0..25)
             .map(|i| {
                 let n = id * 1_000_000 + round * 100 + 50 + i;
                 facts += 1;
-                hallucinated += u64::from(fact(n).hallucinated);
+                hallucinated += u64::from(fact(n).hallucinated == Some(true));
                 (Event::Fact(fact(n)), None)
             })
             .chain([(Event::Digest, None)])
@@ -264,7 +264,9 @@ fn crash_loses_at_most_one_flush_interval() {
     assert!(after.totals.digests <= acked_digests + 3);
     // What was written is a prefix of what was recorded, so the windows agree with it.
     assert_eq!(after.facts_24h.facts, stored);
-    let expected_hallucinated = (0..stored).filter(|n| fact(*n).hallucinated).count() as u64;
+    let expected_hallucinated = (0..stored)
+        .filter(|n| fact(*n).hallucinated == Some(true))
+        .count() as u64;
     assert!(
         after.facts_24h.hallucinated.abs_diff(expected_hallucinated) <= 1,
         "hallucinated {} for a prefix of {stored} facts",

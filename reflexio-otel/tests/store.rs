@@ -867,21 +867,36 @@ fn declared_tables_stay_exported_after_reading_the_store() {
 }
 
 #[test]
-fn unassessed_facts_count_as_facts_but_not_as_quality_samples() {
+fn each_verdict_counts_on_its_own_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("metrics.db");
     let clock = clock();
     let r = open(&path, &clock);
+    let now = clock.now();
     let cove = CoveResult::new(0.6, 3).expect("valid");
+    let only = Fact::unassessed();
     r.record_fact(&fact(true));
     r.record_fact(&fact(false));
     r.record(Event::UnassessedFact { cove: None })
         .expect("recorded");
+    r.record_fact(&only.hallucinated(true));
+    r.record_at(
+        only.atomic(false)
+            .with_citation_coverage(0.5)
+            .expect("valid"),
+        now - HOUR,
+    )
+    .expect("recorded");
     r.record_durable(&[
         (Event::UnassessedFact { cove: Some(cove) }, None),
         (
-            Event::UnassessedFact { cove: None },
-            Some(clock.now() - HOUR),
+            Event::Fact(only.with_citation_coverage(1.0).expect("valid")),
+            Some(now - HOUR),
+        ),
+        // Outside the window: in the counters only.
+        (
+            Event::Fact(only.hallucinated(true).atomic(true)),
+            Some(now - 30 * HOUR),
         ),
     ])
     .expect("committed");
@@ -889,25 +904,60 @@ fn unassessed_facts_count_as_facts_but_not_as_quality_samples() {
         r.flush().expect("flush");
         open(&path, &clock).snapshot()
     }] {
-        assert_eq!(s.totals.facts, 5);
-        assert_eq!(s.totals.unassessed, 3);
-        assert_eq!(s.facts_24h.facts, 5);
-        assert_eq!(s.facts_24h.assessed(), 2);
-        assert_eq!(s.facts_24h.hallucination_rate(), 0.5);
-        assert_eq!(s.facts_24h.citation_coverage(), 0.97);
-        // The CoVe result of an unassessed fact still counts.
-        assert_eq!(s.facts_24h.cove_facts, 3);
-        assert!((s.facts_24h.cove_avg_confidence() - (0.85 * 2.0 + 0.6) / 3.0).abs() < 1e-9);
+        let w = &s.facts_24h;
+        assert_eq!(w.facts, 7);
+        assert_eq!((w.assessed(), w.hallucinated), (3, 2));
+        assert_eq!((w.atomicity_assessed, w.non_atomic), (3, 1));
+        assert_eq!(w.citation_assessed, 4);
+        assert!((w.citation_coverage_sum() - 3.44).abs() < 1e-9);
+        // The CoVe result of a fact without other verdicts still counts.
+        assert_eq!((w.cove_facts, w.rounds_sum), (3, 7));
+        assert!((w.cove_confidence_sum() - 2.3).abs() < 1e-9);
+        assert_eq!(s.totals.facts, 8);
+        assert_eq!(
+            (s.totals.hallucination_assessed, s.totals.hallucinated),
+            (4, 3)
+        );
+        assert_eq!(
+            (s.totals.atomicity_assessed, s.totals.atomicity_violations),
+            (4, 1)
+        );
+        assert_eq!(s.histograms.coverage.count(), 4);
+        assert_eq!(s.histograms.confidence.count(), 3);
     }
-    let p = registered(&r);
+    let p = registered(&open(&path, &clock));
     let m = scraped(&p, "reflexio_");
-    assert_eq!(m["reflexio_facts_total"], 5.0);
-    assert_eq!(m["reflexio_assessed_facts_total"], 2.0);
-    assert_eq!(m["reflexio_facts_24h"], 5.0);
-    assert_eq!(m["reflexio_assessed_facts_24h"], 2.0);
-    assert_eq!(m["reflexio_hallucination_rate_24h"], 0.5);
-    assert_eq!(m["reflexio_citation_coverage_count"], 2.0);
-    assert_eq!(m["reflexio_cove_confidence_count"], 3.0);
+    for (series, value) in [
+        ("reflexio_facts_total", 8.0),
+        ("reflexio_assessed_facts_total", 4.0),
+        ("reflexio_hallucinated_facts_total", 3.0),
+        ("reflexio_atomicity_assessed_facts_total", 4.0),
+        ("reflexio_atomicity_violations_total", 1.0),
+        ("reflexio_citation_coverage_count", 4.0),
+        ("reflexio_cove_confidence_count", 3.0),
+        ("reflexio_facts_24h", 7.0),
+        ("reflexio_assessed_facts_24h", 3.0),
+        ("reflexio_hallucinated_facts_24h", 2.0),
+        ("reflexio_atomicity_assessed_facts_24h", 3.0),
+        ("reflexio_atomicity_violations_24h", 1.0),
+        ("reflexio_citation_assessed_facts_24h", 4.0),
+        ("reflexio_cove_verified_facts_24h", 3.0),
+        ("reflexio_cove_verification_rounds_sum_24h", 7.0),
+    ] {
+        assert_eq!(m.get(series), Some(&value), "{series}");
+    }
+    assert_eq!(
+        m["reflexio_hallucination_rate_24h"],
+        m["reflexio_hallucinated_facts_24h"] / m["reflexio_assessed_facts_24h"]
+    );
+    assert_eq!(
+        m["reflexio_citation_coverage_24h"],
+        m["reflexio_citation_coverage_sum_24h"] / m["reflexio_citation_assessed_facts_24h"]
+    );
+    assert_eq!(
+        m["reflexio_cove_avg_confidence_24h"],
+        m["reflexio_cove_confidence_sum_24h"] / m["reflexio_cove_verified_facts_24h"]
+    );
 }
 
 fn checkpoint(key: &str, expected: Option<i64>, value: i64) -> Checkpoint {
@@ -998,30 +1048,148 @@ fn a_store_written_by_the_first_release_is_upgraded_in_place() {
     let s = r.snapshot();
     assert_eq!(r.store_health().expect("store").last_error, None);
     assert_eq!(s.totals.facts, 10);
-    assert_eq!(s.totals.unassessed, 0);
+    assert_eq!(s.totals.hallucination_assessed, 10);
+    assert_eq!(s.totals.atomicity_assessed, 10);
     assert_eq!(s.totals.transcriptions, 3);
     assert_eq!(s.facts_24h.assessed(), 10);
+    assert_eq!(s.facts_24h.atomicity_assessed, 10);
+    assert_eq!(s.facts_24h.citation_assessed, 10);
     assert_eq!(s.facts_24h.hallucination_rate(), 0.2);
-    assert_eq!(s.facts_24h.citation_coverage(), 0.9);
-    assert_eq!(s.facts_24h.cove_avg_confidence(), 0.8);
+    assert!((s.facts_24h.citation_coverage() - 0.9).abs() < 1e-15);
+    assert!((s.facts_24h.cove_avg_confidence() - 0.8).abs() < 1e-15);
     assert_eq!(s.retention_7d.deleted_records, 5);
     assert_eq!(s.histograms.coverage.count(), 10);
 
-    // The upgraded store takes what schema 2 added.
+    // The upgraded store takes facts with some verdicts and checkpoints.
     r.record_durable_checked(
-        &[(Event::UnassessedFact { cove: None }, None)],
+        &[
+            (Event::UnassessedFact { cove: None }, None),
+            (Event::Fact(Fact::unassessed().atomic(false)), None),
+        ],
         vec![checkpoint("legacy:facts", None, 1)],
     )
     .expect("committed");
     r.shutdown().expect("shutdown");
     let s = open(&path, &clock).snapshot();
-    assert_eq!((s.totals.facts, s.totals.unassessed), (11, 1));
+    assert_eq!(
+        (
+            s.totals.facts,
+            s.totals.hallucination_assessed,
+            s.totals.atomicity_assessed
+        ),
+        (12, 10, 11)
+    );
     assert_eq!(s.facts_24h.hallucination_rate(), 0.2);
-    let conn = rusqlite::Connection::open(&path).expect("open");
-    let version: i64 = conn
+    assert_eq!(
+        (s.facts_24h.atomicity_assessed, s.facts_24h.non_atomic),
+        (11, 1)
+    );
+    assert_eq!(schema_version(&path), 3);
+}
+
+fn schema_version(path: &Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("open")
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .expect("version");
-    assert_eq!(version, 2);
+        .expect("version")
+}
+
+/// The figures of the schema 2 fixture, as recorded: in the 24h window at START (and an hour
+/// later), and in the counters.
+fn check_v2_fixture(s: &Snapshot) {
+    let w = &s.facts_24h;
+    assert_eq!(w.facts, 14);
+    // Schema 2 held facts with every verdict or with none: 8 now and 2 two hours back had all.
+    assert_eq!(
+        (
+            w.hallucination_assessed,
+            w.atomicity_assessed,
+            w.citation_assessed
+        ),
+        (10, 10, 10)
+    );
+    assert_eq!((w.hallucinated, w.non_atomic), (3, 1));
+    assert_eq!(w.coverage_sum, 8_200_000_000);
+    assert_eq!(
+        (w.cove_facts, w.confidence_sum, w.rounds_sum),
+        (8, 6_000_000_000, 14)
+    );
+    assert_eq!(w.hallucination_rate(), 0.3);
+    assert_eq!(w.citation_coverage(), 8.2 / 10.0);
+    assert_eq!(w.cove_avg_confidence(), 6.0 / 8.0);
+    assert_eq!(w.cove_avg_verification_rounds(), 14.0 / 8.0);
+    let t = &s.totals;
+    assert_eq!((t.facts, t.transcriptions, t.digests), (15, 4, 1));
+    assert_eq!((t.hallucination_assessed, t.hallucinated), (11, 4));
+    assert_eq!((t.atomicity_assessed, t.atomicity_violations), (11, 1));
+    assert_eq!(s.histograms.coverage.count(), 11);
+    assert_eq!(s.histograms.confidence.count(), 8);
+    assert_eq!(s.retention_7d.deleted_records, 5);
+}
+
+#[test]
+fn a_store_written_by_the_schema_2_release_is_upgraded_in_place_with_exact_windows() {
+    // Written by the release with store schema 2, at START, by one durable batch with the
+    // checkpoint `legacy:facts` = 11: the CoVe configuration (on, 0.7); 8 facts at coverage
+    // 0.9, 2 of them hallucinated, the last not atomic, the first 6 verified at 0.8 in 2
+    // rounds; 3 unassessed facts, 2 of them verified at 0.6 in 1 round; 2 hours back, 2 facts
+    // at coverage 0.5 (one hallucinated) and 1 unassessed; 30 hours back, 1 hallucinated fact
+    // at coverage 1.0; 4 transcriptions, 1 digest, and a retention run on `facts` deleting 5.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v2.db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    std::fs::copy(fixture, &path).expect("copy");
+    assert_eq!(schema_version(&path), 2);
+    let clock = clock();
+    clock.advance(HOUR);
+    let r = open(&path, &clock);
+    assert_eq!(r.store_health().expect("store").last_error, None);
+    assert_eq!(schema_version(&path), 3);
+    check_v2_fixture(&r.snapshot());
+    assert_eq!(r.checkpoint("legacy:facts"), Some(11));
+    assert_eq!(
+        r.snapshot().cove,
+        Some(CoveConfig::new(true, 0.7).expect("valid"))
+    );
+
+    // After a restart the windows are the same, and new facts with some verdicts add to them.
+    r.shutdown().expect("shutdown");
+    let r = open(&path, &clock);
+    check_v2_fixture(&r.snapshot());
+    r.record_durable(&[
+        (Event::Fact(Fact::unassessed().hallucinated(true)), None),
+        (
+            Event::Fact(
+                Fact::unassessed()
+                    .with_citation_coverage(0.4)
+                    .expect("valid"),
+            ),
+            Some(clock.now() - HOUR),
+        ),
+    ])
+    .expect("committed");
+    r.shutdown().expect("shutdown");
+    let s = open(&path, &clock).snapshot();
+    let w = &s.facts_24h;
+    assert_eq!(w.facts, 16);
+    assert_eq!(
+        (
+            w.hallucination_assessed,
+            w.hallucinated,
+            w.atomicity_assessed
+        ),
+        (11, 4, 10)
+    );
+    assert_eq!((w.citation_assessed, w.coverage_sum), (11, 8_600_000_000));
+
+    // 23 hours later the facts of two hours before START have left the window; the others
+    // are still in it.
+    clock.advance(22 * HOUR);
+    let s = open(&path, &clock).snapshot();
+    assert_eq!(
+        (s.facts_24h.facts, s.facts_24h.hallucination_assessed),
+        (13, 9)
+    );
 }
 
 #[test]

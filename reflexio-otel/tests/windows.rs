@@ -1,13 +1,20 @@
-//! Property test: for random event streams and clock movements, every value in a snapshot
-//! equals a brute-force recomputation from the raw events.
+//! Property tests: for random event streams and clock movements — facts with any subset of
+//! their verdicts, events backfilled into the past — every value of a snapshot and every
+//! exported series equals a brute-force recomputation from the raw events; and the windows of
+//! two recorders add up to those of one recorder that got all the events.
 
+use opentelemetry::metrics::MeterProvider;
 use proptest::prelude::*;
+use reflexio_otel::contract::{self, MetricSpec};
 use reflexio_otel::{
-    Clock, CoveConfig, DAY_MINUTES, Event, Fact, LockEvent, ManualClock, RecordError, Recorder,
-    RetentionRun, Snapshot, TableLabel, WEEK_MINUTES,
+    Clock, CoveConfig, DAY_MINUTES, Event, Fact, Fraction, LockEvent, ManualClock,
+    PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, TableLabel, WEEK_MINUTES,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[path = "support/exposition.rs"]
+mod exposition;
 
 const START: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const SKEW: Duration = Duration::from_secs(300);
@@ -49,6 +56,7 @@ fn when() -> impl Strategy<Value = When> {
     ]
 }
 
+/// A fact with any subset of its verdicts.
 fn fact() -> impl Strategy<Value = Fact> {
     let fraction = prop_oneof![
         Just(0.0),
@@ -59,18 +67,193 @@ fn fact() -> impl Strategy<Value = Fact> {
         0.0f64..=1.0
     ];
     (
-        any::<bool>(),
-        any::<bool>(),
-        fraction.clone(),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(any::<bool>()),
+        proptest::option::of(fraction.clone()),
         proptest::option::of((fraction, 1u32..=12)),
     )
         .prop_map(|(h, a, cov, cove)| {
-            let f = Fact::new(cov).expect("valid").hallucinated(h).atomic(a);
+            let mut f = Fact::unassessed();
+            f.hallucinated = h;
+            f.atomic = a;
+            if let Some(cov) = cov {
+                f = f.with_citation_coverage(cov).expect("valid");
+            }
             match cove {
                 Some((c, r)) => f.with_cove(c, r).expect("valid"),
                 None => f,
             }
         })
+}
+
+/// A fact as an event: mostly `Event::Fact`, and `Event::UnassessedFact` when it has no verdict
+/// but CoVe's (the two must count the same).
+fn fact_event(f: Fact) -> Event {
+    if f.hallucinated.is_none() && f.atomic.is_none() && f.citation_coverage.is_none() {
+        Event::UnassessedFact { cove: f.cove }
+    } else {
+        Event::Fact(f)
+    }
+}
+
+/// A fraction in billionths, as the recorder keeps it.
+fn nanos(f: Fraction) -> u64 {
+    (f.get() * 1e9).round() as u64
+}
+
+/// The additive fact series of a set of facts, computed from scratch: the 24h window gauges
+/// over the facts of the window, or the counters over all of them.
+fn fact_figures<'a>(facts: impl Iterator<Item = &'a Fact> + Clone) -> FactFigures {
+    let count = |p: fn(&Fact) -> bool| facts.clone().filter(|f| p(f)).count() as u64;
+    let sum = |v: fn(&Fact) -> Option<u64>| facts.clone().filter_map(v).sum::<u64>();
+    FactFigures {
+        facts: count(|_| true),
+        hallucination_assessed: count(|f| f.hallucinated.is_some()),
+        hallucinated: count(|f| f.hallucinated == Some(true)),
+        atomicity_assessed: count(|f| f.atomic.is_some()),
+        non_atomic: count(|f| f.atomic == Some(false)),
+        citation_assessed: count(|f| f.citation_coverage.is_some()),
+        coverage_nanos: sum(|f| f.citation_coverage.map(nanos)),
+        cove_facts: count(|f| f.cove.is_some()),
+        confidence_nanos: sum(|f| f.cove.map(|c| nanos(c.confidence))),
+        rounds: sum(|f| f.cove.map(|c| u64::from(c.rounds.get()))),
+    }
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct FactFigures {
+    facts: u64,
+    hallucination_assessed: u64,
+    hallucinated: u64,
+    atomicity_assessed: u64,
+    non_atomic: u64,
+    citation_assessed: u64,
+    coverage_nanos: u64,
+    cove_facts: u64,
+    confidence_nanos: u64,
+    rounds: u64,
+}
+
+impl FactFigures {
+    /// The exported 24h series these figures give, by contract name.
+    fn window_series(&self) -> Vec<(MetricSpec, f64)> {
+        vec![
+            (contract::FACTS_24H, self.facts as f64),
+            (
+                contract::ASSESSED_FACTS_24H,
+                self.hallucination_assessed as f64,
+            ),
+            (contract::HALLUCINATED_FACTS_24H, self.hallucinated as f64),
+            (
+                contract::ATOMICITY_ASSESSED_FACTS_24H,
+                self.atomicity_assessed as f64,
+            ),
+            (contract::ATOMICITY_VIOLATIONS_24H, self.non_atomic as f64),
+            (
+                contract::CITATION_ASSESSED_FACTS_24H,
+                self.citation_assessed as f64,
+            ),
+            (
+                contract::CITATION_COVERAGE_SUM_24H,
+                self.coverage_nanos as f64 / 1e9,
+            ),
+            (contract::COVE_VERIFIED_FACTS_24H, self.cove_facts as f64),
+            (
+                contract::COVE_CONFIDENCE_SUM_24H,
+                self.confidence_nanos as f64 / 1e9,
+            ),
+            (
+                contract::COVE_VERIFICATION_ROUNDS_SUM_24H,
+                self.rounds as f64,
+            ),
+        ]
+    }
+
+    /// The exported counters these figures give, by exported name.
+    fn counter_series(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            (contract::FACTS.exported, self.facts as f64),
+            (
+                contract::ASSESSED_FACTS.exported,
+                self.hallucination_assessed as f64,
+            ),
+            (
+                contract::HALLUCINATED_FACTS.exported,
+                self.hallucinated as f64,
+            ),
+            (
+                contract::ATOMICITY_ASSESSED_FACTS.exported,
+                self.atomicity_assessed as f64,
+            ),
+            (
+                contract::ATOMICITY_VIOLATIONS.exported,
+                self.non_atomic as f64,
+            ),
+            (
+                "reflexio_citation_coverage_count",
+                self.citation_assessed as f64,
+            ),
+            ("reflexio_cove_confidence_count", self.cove_facts as f64),
+            (
+                "reflexio_cove_verification_rounds_count",
+                self.cove_facts as f64,
+            ),
+        ]
+    }
+}
+
+/// Each 24h ratio or mean, with its numerator and denominator.
+const RATIOS: [(MetricSpec, MetricSpec, MetricSpec); 4] = [
+    (
+        contract::HALLUCINATION_RATE_24H,
+        contract::HALLUCINATED_FACTS_24H,
+        contract::ASSESSED_FACTS_24H,
+    ),
+    (
+        contract::CITATION_COVERAGE_24H,
+        contract::CITATION_COVERAGE_SUM_24H,
+        contract::CITATION_ASSESSED_FACTS_24H,
+    ),
+    (
+        contract::COVE_AVG_CONFIDENCE_24H,
+        contract::COVE_CONFIDENCE_SUM_24H,
+        contract::COVE_VERIFIED_FACTS_24H,
+    ),
+    (
+        contract::COVE_AVG_VERIFICATION_ROUNDS_24H,
+        contract::COVE_VERIFICATION_ROUNDS_SUM_24H,
+        contract::COVE_VERIFIED_FACTS_24H,
+    ),
+];
+
+/// A sample of an exposition; a histogram that has no observation yet counts as 0.
+fn get(v: &BTreeMap<String, f64>, name: &str) -> f64 {
+    match v.get(name) {
+        Some(x) => *x,
+        None if name.ends_with("_count") => 0.0,
+        None => panic!("{name} is not exported"),
+    }
+}
+
+/// Every ratio or mean is its exported numerator over its exported denominator, as PromQL
+/// would divide them: the same float, or 0 with a denominator of 0.
+fn check_ratios(v: &BTreeMap<String, f64>) {
+    for (ratio, numerator, denominator) in RATIOS {
+        let (r, n, d) = (
+            get(v, ratio.exported),
+            get(v, numerator.exported),
+            get(v, denominator.exported),
+        );
+        let expected = if d == 0.0 { 0.0 } else { n / d };
+        assert_eq!(
+            r.to_bits(),
+            expected.to_bits(),
+            "{} = {r}, but {} / {} = {n} / {d}",
+            ratio.exported,
+            numerator.exported,
+            denominator.exported
+        );
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -131,54 +314,62 @@ impl Model {
         }
     }
 
-    fn check(&self, s: &Snapshot, now: SystemTime) {
+    /// Checks a snapshot, and the series `exported` at the same instant.
+    fn check(&self, s: &Snapshot, exported: &BTreeMap<String, f64>, now: SystemTime) {
         let head = minute(now);
         let in_window = |m: u64, len: u64| m <= head && m + len > head;
 
-        // 24h fact window, recomputed from scratch.
-        let day: Vec<&Fact> = self
+        // 24h fact window, recomputed from scratch: the snapshot, and every exported series.
+        let day = self
             .facts
             .iter()
             .filter(|(m, _)| in_window(*m, DAY_MINUTES))
-            .map(|(_, f)| f)
-            .collect();
+            .map(|(_, f)| f);
+        let day = fact_figures(day);
         let w = &s.facts_24h;
-        assert_eq!(w.facts, day.len() as u64, "facts_24h");
         assert_eq!(
-            w.hallucinated,
-            day.iter().filter(|f| f.hallucinated).count() as u64
+            FactFigures {
+                facts: w.facts,
+                hallucination_assessed: w.hallucination_assessed,
+                hallucinated: w.hallucinated,
+                atomicity_assessed: w.atomicity_assessed,
+                non_atomic: w.non_atomic,
+                citation_assessed: w.citation_assessed,
+                coverage_nanos: w.coverage_sum,
+                cove_facts: w.cove_facts,
+                confidence_nanos: w.confidence_sum,
+                rounds: w.rounds_sum,
+            },
+            day,
+            "facts_24h"
         );
+        for (spec, expected) in day.window_series() {
+            assert_eq!(
+                exported.get(spec.exported),
+                Some(&expected),
+                "{}",
+                spec.exported
+            );
+        }
+        check_ratios(exported);
+        let mean = |sum: f64, count: u64| if count == 0 { 0.0 } else { sum / count as f64 };
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12;
         assert_eq!(
-            w.non_atomic,
-            day.iter().filter(|f| !f.atomic).count() as u64
+            w.hallucination_rate(),
+            mean(day.hallucinated as f64, day.hallucination_assessed)
         );
-        let cove: Vec<_> = day.iter().filter_map(|f| f.cove).collect();
-        assert_eq!(w.cove_facts, cove.len() as u64);
-        let n = day.len() as f64;
-        let expect_rate = if day.is_empty() {
-            0.0
-        } else {
-            day.iter().filter(|f| f.hallucinated).count() as f64 / n
-        };
-        let expect_cov = if day.is_empty() {
-            0.0
-        } else {
-            day.iter().map(|f| f.citation_coverage.get()).sum::<f64>() / n
-        };
-        let expect_conf = if cove.is_empty() {
-            0.0
-        } else {
-            cove.iter().map(|c| c.confidence.get()).sum::<f64>() / cove.len() as f64
-        };
-        let expect_rounds = if cove.is_empty() {
-            0.0
-        } else {
-            cove.iter().map(|c| f64::from(c.rounds.get())).sum::<f64>() / cove.len() as f64
-        };
-        assert_eq!(w.hallucination_rate(), expect_rate);
-        assert!((w.citation_coverage() - expect_cov).abs() < 1e-12);
-        assert!((w.cove_avg_confidence() - expect_conf).abs() < 1e-12);
-        assert!((w.cove_avg_verification_rounds() - expect_rounds).abs() < 1e-12);
+        assert!(close(
+            w.citation_coverage(),
+            mean(day.coverage_nanos as f64 / 1e9, day.citation_assessed)
+        ));
+        assert!(close(
+            w.cove_avg_confidence(),
+            mean(day.confidence_nanos as f64 / 1e9, day.cove_facts)
+        ));
+        assert!(close(
+            w.cove_avg_verification_rounds(),
+            mean(day.rounds as f64, day.cove_facts)
+        ));
 
         // 7d retention window.
         let week: Vec<_> = self
@@ -197,15 +388,15 @@ impl Model {
         );
 
         // Totals and per-table totals, with the tables past the limit in the overflow series.
-        assert_eq!(s.totals.facts, self.facts.len() as u64);
-        assert_eq!(
-            s.totals.hallucinated,
-            self.facts.iter().filter(|f| f.1.hallucinated).count() as u64
-        );
-        assert_eq!(
-            s.totals.atomicity_violations,
-            self.facts.iter().filter(|f| !f.1.atomic).count() as u64
-        );
+        let all = fact_figures(self.facts.iter().map(|(_, f)| f));
+        assert_eq!(s.totals.facts, all.facts);
+        assert_eq!(s.totals.hallucination_assessed, all.hallucination_assessed);
+        assert_eq!(s.totals.hallucinated, all.hallucinated);
+        assert_eq!(s.totals.atomicity_assessed, all.atomicity_assessed);
+        assert_eq!(s.totals.atomicity_violations, all.non_atomic);
+        for (name, expected) in all.counter_series() {
+            assert_eq!(get(exported, name), expected, "{name}");
+        }
         assert_eq!(s.totals.transcriptions, self.transcriptions);
         assert_eq!(s.totals.digests, self.digests);
         let label = |t: usize| match self.table_order.iter().position(|&x| x == t) {
@@ -231,7 +422,9 @@ impl Model {
         let mut confidence = [0u64; 12];
         let mut rounds = [0u64; 8];
         for (_, f) in &self.facts {
-            coverage[bucket(&COVERAGE_BOUNDS, f.citation_coverage.get())] += 1;
+            if let Some(cov) = f.citation_coverage {
+                coverage[bucket(&COVERAGE_BOUNDS, cov.get())] += 1;
+            }
             if let Some(c) = f.cove {
                 confidence[bucket(&CONFIDENCE_BOUNDS, c.confidence.get())] += 1;
                 rounds[bucket(&ROUNDS_BOUNDS, f64::from(c.rounds.get()))] += 1;
@@ -254,6 +447,17 @@ impl Model {
     }
 }
 
+/// Collects `pipeline` (which refreshes the recorder's snapshot) and returns its samples with
+/// the snapshot it exported.
+fn collect(
+    pipeline: &PrometheusPipeline,
+    recorder: &Recorder,
+) -> (Snapshot, BTreeMap<String, f64>) {
+    let exported = exposition::samples(&pipeline.encode().expect("encode"));
+    // Nothing is recorded in between, so a snapshot taken now holds the same values.
+    ((*recorder.snapshot()).clone(), exported)
+}
+
 fn run(ops: Vec<Op>) {
     let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(START));
     let recorder = Recorder::builder()
@@ -263,6 +467,8 @@ fn run(ops: Vec<Op>) {
         .stale_lock_after(STALE_AFTER)
         .max_tables(MAX_TABLES)
         .build();
+    let pipeline = PrometheusPipeline::new().expect("pipeline");
+    recorder.register(&pipeline.provider.meter("reflexio"));
     let mut model = Model::default();
     let lock = |n: usize, h: usize| {
         LockEvent::new(["digest", "retention", "import"][n], ["w1", "w2"][h]).expect("valid")
@@ -293,7 +499,7 @@ fn run(ops: Vec<Op>) {
         match op {
             Op::Advance(s) => clock.advance(Duration::from_secs(s)),
             Op::Fact(f, w) => {
-                if let Ok(t) = record(Event::Fact(f), &w) {
+                if let Ok(t) = record(fact_event(f), &w) {
                     model.facts.push((minute(t), f));
                 }
             }
@@ -353,12 +559,14 @@ fn run(ops: Vec<Op>) {
             }
             Op::Check => {
                 model.evict(clock.now());
-                model.check(&recorder.snapshot(), clock.now());
+                let (snapshot, exported) = collect(&pipeline, &recorder);
+                model.check(&snapshot, &exported, clock.now());
             }
         }
     }
     model.evict(clock.now());
-    model.check(&recorder.snapshot(), clock.now());
+    let (snapshot, exported) = collect(&pipeline, &recorder);
+    model.check(&snapshot, &exported, clock.now());
 }
 
 proptest! {
@@ -407,4 +615,147 @@ fn windows_slide_and_do_not_move_back_with_the_clock() {
 
     clock.set(UNIX_EPOCH + Duration::from_secs(START + WEEK_MINUTES * 60));
     assert_eq!(recorder.snapshot().retention_7d.operations, 0);
+}
+
+/// An event for one of two recorders (`true`: the first); the pooled recorder gets them all.
+#[derive(Debug, Clone)]
+enum PoolOp {
+    Advance(u64),
+    Fact(Fact, When, bool),
+    Retention(u64, bool, bool, When, bool),
+    Check,
+}
+
+fn pool_op() -> impl Strategy<Value = PoolOp> {
+    prop_oneof![
+        2 => prop_oneof![0u64..600, 0u64..7_200, 0u64..2 * 86_400].prop_map(PoolOp::Advance),
+        8 => (fact(), when(), any::<bool>()).prop_map(|(f, w, a)| PoolOp::Fact(f, w, a)),
+        1 => (0u64..1000, any::<bool>(), any::<bool>(), when(), any::<bool>())
+            .prop_map(|(d, dry, err, w, a)| PoolOp::Retention(d, dry, err, w, a)),
+        2 => Just(PoolOp::Check),
+    ]
+}
+
+/// The series of one instance that pooling adds up: every window count and sum, and the raw
+/// counters.
+fn additive() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = FactFigures::default()
+        .window_series()
+        .into_iter()
+        .map(|(spec, _)| spec.exported)
+        .collect();
+    names.extend(
+        FactFigures::default()
+            .counter_series()
+            .into_iter()
+            .map(|(name, _)| name),
+    );
+    names.extend([
+        contract::RETENTION_OPERATIONS_7D.exported,
+        contract::RETENTION_DELETED_RECORDS_7D.exported,
+        contract::RETENTION_ERRORS_7D.exported,
+    ]);
+    names
+}
+
+/// Two recorders and a third that gets every event of both: the sums of the two's series equal
+/// the third's, which equal a recount of the events, and each pooled ratio (the sum of the
+/// numerators over the sum of the denominators) is the ratio over all events.
+fn run_pooled(ops: Vec<PoolOp>) {
+    let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(START));
+    let instance = || {
+        let recorder = Recorder::builder()
+            .clock(clock.clone())
+            .without_upkeep_thread()
+            .max_future_skew(SKEW)
+            .build();
+        let pipeline = PrometheusPipeline::new().expect("pipeline");
+        recorder.register(&pipeline.provider.meter("reflexio"));
+        (recorder, pipeline)
+    };
+    let instances = [instance(), instance(), instance()];
+    let mut facts: Vec<(u64, Fact)> = Vec::new();
+    let check = |facts: &[(u64, Fact)]| {
+        let [a, b, pooled] = instances.each_ref().map(|(r, p)| collect(p, r).1);
+        let head = minute(clock.now());
+        let day = facts
+            .iter()
+            .filter(|(m, _)| *m <= head && m + DAY_MINUTES > head)
+            .map(|(_, f)| f);
+        let truth = fact_figures(day);
+        for (spec, expected) in truth.window_series() {
+            assert_eq!(pooled[spec.exported], expected, "{}", spec.exported);
+        }
+        for name in additive() {
+            let (x, y, all) = (get(&a, name), get(&b, name), get(&pooled, name));
+            // Counts add exactly; sums of fractions to floating-point rounding.
+            assert!(
+                (x + y - all).abs() <= 1e-9 * all.abs().max(1.0),
+                "{name}: {x} + {y} != {all}"
+            );
+            if !name.contains("_sum") {
+                assert_eq!(x + y, all, "{name}");
+            }
+        }
+        for (ratio, numerator, denominator) in RATIOS {
+            let n = get(&a, numerator.exported) + get(&b, numerator.exported);
+            let d = get(&a, denominator.exported) + get(&b, denominator.exported);
+            let pooled_ratio = if d == 0.0 { 0.0 } else { n / d };
+            let truth = get(&pooled, ratio.exported);
+            assert!(
+                (pooled_ratio - truth).abs() <= 1e-12,
+                "{}: pooled {pooled_ratio}, truth {truth}",
+                ratio.exported
+            );
+        }
+        check_ratios(&a);
+        check_ratios(&b);
+        check_ratios(&pooled);
+    };
+    for op in ops {
+        let now = clock.now();
+        let at = |w: &When| match w {
+            When::Now => now,
+            When::Past(s) => now - Duration::from_secs(*s),
+            // Ahead by no more than the skew: counts now; further ahead: refused by all three.
+            When::Future(s) => now + Duration::from_secs(*s),
+        };
+        let record = |event: Event, w: &When, first: bool| -> Option<SystemTime> {
+            let t = at(w);
+            let one = &instances[usize::from(!first)].0;
+            let results = [one, &instances[2].0].map(|r| r.record_at(event.clone(), t).is_ok());
+            assert_eq!(results[0], results[1]);
+            results[0].then(|| t.min(now))
+        };
+        match op {
+            PoolOp::Advance(s) => clock.advance(Duration::from_secs(s)),
+            PoolOp::Fact(f, w, first) => {
+                if let Some(t) = record(fact_event(f), &w, first) {
+                    facts.push((minute(t), f));
+                }
+            }
+            PoolOp::Retention(deleted, dry, err, w, first) => {
+                let mut run = RetentionRun::new("facts", deleted)
+                    .expect("valid")
+                    .dry_run(dry);
+                if err {
+                    run = run.failed("database is locked");
+                }
+                record(Event::Retention(run), &w, first);
+            }
+            PoolOp::Check => check(&facts),
+        }
+    }
+    check(&facts);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn windows_of_two_instances_add_up_to_the_pooled_truth(
+        ops in prop::collection::vec(pool_op(), 1..200)
+    ) {
+        run_pooled(ops);
+    }
 }

@@ -101,8 +101,9 @@ def test_every_example_is_answered_as_documented(shared_bridge, media_type, name
         return
     assert set(doc) == {"error", "index", "field", "line"}, doc
     assert doc["index"] == expected["index"], doc
-    if "field" in expected:
-        assert doc["field"] == expected["field"], doc
+    for key in ("field", "line"):
+        if key in expected:
+            assert doc[key] == expected[key], doc
     assert event_derived(shared_bridge.scrape()) == before, "a refused batch changed the scrape"
 
 

@@ -3,7 +3,7 @@
 
 use super::timestamp::{BadTimestamp, TimestampColumn};
 use jiff::tz::TimeZone;
-use reflexio_otel::{CoveResult, Event, Fact, Name, RetentionRun};
+use reflexio_otel::{CoveResult, Event, Fact, Fraction, Name, RetentionRun};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::fmt;
@@ -526,9 +526,16 @@ fn to_event(
         Table::Transcriptions => Event::Transcription,
         Table::Digests => Event::Digest,
         Table::Facts => {
+            // Each column is a verdict of its own: a NULL or invalid one leaves the others.
             let hallucinated = valid(flag(value(0)), invalid);
             let atomic = valid(flag(value(1)), invalid);
-            let coverage = valid(number(value(2)), invalid);
+            let coverage = valid(number(value(2)), invalid).and_then(|c| {
+                let fraction = Fraction::new(c).ok();
+                if fraction.is_none() {
+                    *invalid += 1;
+                }
+                fraction
+            });
             let confidence = valid(number(value(3)), invalid);
             let rounds = valid(whole(value(4)), invalid);
             let cove = match (confidence, rounds) {
@@ -543,19 +550,12 @@ fn to_event(
                 }
                 _ => None,
             };
-            match (hallucinated, atomic, coverage) {
-                (Some(h), Some(a), Some(c)) => match Fact::new(c) {
-                    Ok(fact) => Event::Fact(Fact {
-                        cove,
-                        ..fact.hallucinated(h).atomic(a)
-                    }),
-                    Err(_) => {
-                        *invalid += 1;
-                        Event::UnassessedFact { cove }
-                    }
-                },
-                _ => Event::UnassessedFact { cove },
-            }
+            Event::Fact(Fact {
+                hallucinated,
+                atomic,
+                citation_coverage: coverage,
+                cove,
+            })
         }
         Table::RetentionAuditLog => {
             let name = match v[0] {

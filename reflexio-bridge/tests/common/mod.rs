@@ -6,6 +6,7 @@ pub mod otlp;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -249,6 +250,104 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// A server process on a free loopback port (Prometheus, Alertmanager, VictoriaMetrics) with
+/// a temporary directory for its files and log; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `program` with `args(port, dir)`; waits until `GET /-/ready` answers 200.
+    pub fn start(program: &str, args: impl Fn(u16, &Path) -> Vec<String>) -> Server {
+        Server::start_ready(program, "/-/ready", args)
+    }
+
+    /// Starts `program` with `args(port, dir)`; waits until `GET ready` answers 200.
+    pub fn start_ready(
+        program: &str,
+        ready: &str,
+        args: impl Fn(u16, &Path) -> Vec<String>,
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new(program)
+            .args(args(port, dir.path()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{program} must be installed (scripts/test installs it): {e}")
+            });
+        let server = Server { child, port, dir };
+        let url = format!("http://127.0.0.1:{port}{ready}");
+        let ready = eventually(Duration::from_secs(30), || {
+            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
+        });
+        assert!(ready, "{program} did not start:\n{}", server.log());
+        server
+    }
+
+    /// Debian's `prometheus` scraping `targets` (`host:port` of bridges, job `reflexio`) every
+    /// second, without rules.
+    pub fn prometheus(targets: &[&str]) -> Server {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reflexio\n    \
+             metrics_path: /metrics/prometheus\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Server::start("prometheus", move |port, dir| {
+            let file = dir.join("prometheus.yml");
+            std::fs::write(&file, &config).expect("write");
+            vec![
+                format!("--config.file={}", file.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ]
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+/// An instant query to the Prometheus-compatible server on `port`: the result vector, or the
+/// error the server gives.
+pub fn query(port: u16, expr: &str) -> Result<Vec<serde_json::Value>, String> {
+    let response: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&[("query", expr)])
+        .send()
+        .and_then(|r| r.json())
+        .map_err(|e| e.to_string())?;
+    if response["status"] != "success" {
+        return Err(response.to_string());
+    }
+    Ok(response["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The value of one sample of a [`query`] result.
+pub fn value(sample: &serde_json::Value) -> f64 {
+    sample["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric sample")
 }
 
 /// A response read off a raw TCP connection.

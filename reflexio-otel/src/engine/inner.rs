@@ -181,8 +181,11 @@ impl Engine {
         match event {
             Event::Transcription => self.shards.record_transcription(),
             Event::Digest => self.shards.record_digest(),
-            Event::Fact(fact) => self.record_fact_in(minute, fact),
-            Event::UnassessedFact { cove } => self.state().add_unassessed_fact(minute, *cove),
+            Event::Fact(_) | Event::UnassessedFact { .. } => {
+                if let Some(fact) = event.fact() {
+                    self.record_fact_in(minute, &fact);
+                }
+            }
             Event::Retention(run) => self.state().add_retention(minute, run),
             Event::CoveConfig(config) => self.state().set_cove(*config, at),
             Event::LockAcquired(lock) => self
@@ -263,13 +266,11 @@ impl Engine {
             match event {
                 Event::Transcription => delta.totals.transcriptions += 1,
                 Event::Digest => delta.totals.digests += 1,
-                Event::Fact(fact) => {
-                    delta.add_facts(minute, &FactBucket::of(fact));
-                    delta.histograms.observe(fact);
-                }
-                Event::UnassessedFact { cove } => {
-                    delta.add_facts(minute, &FactBucket::unassessed(*cove));
-                    delta.histograms.observe_cove(*cove);
+                Event::Fact(_) | Event::UnassessedFact { .. } => {
+                    if let Some(fact) = event.fact() {
+                        delta.add_facts(minute, &FactBucket::of(&fact));
+                        delta.histograms.observe(&fact);
+                    }
                 }
                 Event::Retention(run) => {
                     let label = state.table_label(&run.table, &mut new_tables);

@@ -15,12 +15,13 @@
 //!
 //! A drain that runs while a thread is in the middle of recording one fact may take part of
 //! that fact; the next drain takes the rest. The writer stores a fact's fields in a fixed order
-//! (counts before the flags and sums that depend on them, the slot before the histogram
-//! buckets, the version last) with release stores, and the drainer loads them in exactly the
-//! reverse order with acquire loads. So whatever part of a fact the drainer sees, it also sees
-//! everything written before that part: a numerator never runs ahead of its denominator, a
-//! ratio read in between is at most one in-flight fact per recording thread low and never
-//! above 1, and a histogram's sum may run ahead of its bucket counts but never behind.
+//! (each count before the flags and sums it is the denominator of, the slot before the
+//! histogram buckets, the version last) with release stores, and the drainer loads them in
+//! exactly the reverse order with acquire loads. So whatever part of a fact the drainer sees,
+//! it also sees everything written before that part: a numerator never runs ahead of its
+//! denominator, a ratio read in between is at most one in-flight fact per recording thread low
+//! and never above 1, and a histogram's sum may run ahead of its bucket counts but never
+//! behind.
 
 use crate::event::Fact;
 use crate::model::bucket::{Bucket, FactBucket};
@@ -48,44 +49,34 @@ fn bump(counter: &AtomicU64, v: u64) {
 /// The facts of one minute in one shard, cumulative since the slot was first used.
 ///
 /// `tag` is the minute plus one (zero: never used); `version` counts the facts written to the
-/// slot; `acked` is the `version` the drainer has taken everything up to.
+/// slot; `acked` is the `version` the drainer has taken everything up to. `counts` are the
+/// fields of a [`FactBucket`], in [`FactBucket::fields`] order: every count before the
+/// numerators and sums it is the denominator of.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 struct Slot {
     tag: AtomicU64,
     version: AtomicU64,
     acked: AtomicU64,
-    facts: AtomicU64,
-    hallucinated: AtomicU64,
-    non_atomic: AtomicU64,
-    coverage_sum: AtomicU64,
-    cove_facts: AtomicU64,
-    confidence_sum: AtomicU64,
-    rounds_sum: AtomicU64,
+    counts: [AtomicU64; FactBucket::FIELDS],
 }
 
 impl Slot {
-    /// Loads the counters in the reverse of the order `record_fact` stores them.
-    fn read(&self) -> FactBucket {
-        let get = |a: &AtomicU64| a.load(Ordering::Acquire);
-        let rounds_sum = get(&self.rounds_sum);
-        let confidence_sum = get(&self.confidence_sum);
-        let cove_facts = get(&self.cove_facts);
-        let coverage_sum = get(&self.coverage_sum);
-        let non_atomic = get(&self.non_atomic);
-        let hallucinated = get(&self.hallucinated);
-        let facts = get(&self.facts);
-        FactBucket {
-            facts,
-            // Facts without known quality never take the lock-free path.
-            unassessed: 0,
-            hallucinated,
-            non_atomic,
-            coverage_sum,
-            cove_facts,
-            confidence_sum,
-            rounds_sum,
+    /// Adds `fact`'s counts, in [`FactBucket::fields`] order.
+    #[inline]
+    fn add(&self, fact: &FactBucket) {
+        for (counter, v) in self.counts.iter().zip(fact.fields()) {
+            bump(counter, v);
         }
+    }
+
+    /// Loads the counts in the reverse of the order [`Slot::add`] stores them.
+    fn read(&self) -> FactBucket {
+        let mut fields = [0; FactBucket::FIELDS];
+        for (v, counter) in fields.iter_mut().zip(&self.counts).rev() {
+            *v = counter.load(Ordering::Acquire);
+        }
+        FactBucket::from_fields(fields)
     }
 }
 
@@ -150,24 +141,19 @@ impl Shards {
             // Everything in the slot is taken: from here on, its growth belongs to `minute`.
             slot.tag.store(minute + 1, Ordering::Release);
         }
-        let coverage = fact.citation_coverage.nanos();
-        bump(&slot.facts, 1);
-        if fact.hallucinated {
-            bump(&slot.hallucinated, 1);
+        slot.add(&FactBucket::of(fact));
+        if let Some(coverage) = fact.citation_coverage {
+            bump(&shard.coverage[COVERAGE.bucket(coverage.nanos())], 1);
         }
-        if !fact.atomic {
-            bump(&slot.non_atomic, 1);
-        }
-        bump(&slot.coverage_sum, coverage);
-        bump(&shard.coverage[COVERAGE.bucket(coverage)], 1);
         if let Some(cove) = fact.cove {
-            let confidence = cove.confidence.nanos();
-            let rounds = u64::from(cove.rounds.get());
-            bump(&slot.cove_facts, 1);
-            bump(&slot.confidence_sum, confidence);
-            bump(&slot.rounds_sum, rounds);
-            bump(&shard.confidence[CONFIDENCE.bucket(confidence)], 1);
-            bump(&shard.rounds[ROUNDS.bucket(rounds)], 1);
+            bump(
+                &shard.confidence[CONFIDENCE.bucket(cove.confidence.nanos())],
+                1,
+            );
+            bump(
+                &shard.rounds[ROUNDS.bucket(u64::from(cove.rounds.get()))],
+                1,
+            );
         }
         slot.version
             .store(version.wrapping_add(1), Ordering::Release);
@@ -247,6 +233,7 @@ impl Shards {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::MAX_ROUNDS;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -302,22 +289,55 @@ mod tests {
         assert_eq!(drained, Drained::default());
     }
 
+    /// Four kinds of fact: every verdict and a CoVe result, only a hallucination verdict, only
+    /// an atomicity verdict and a coverage, only a CoVe result.
+    fn kind(k: usize) -> Fact {
+        match k {
+            0 => fact(false),
+            1 => Fact::unassessed().hallucinated(true),
+            2 => Fact::unassessed()
+                .atomic(false)
+                .with_citation_coverage(1.0)
+                .expect("valid"),
+            _ => Fact::unassessed().with_cove(0.5, 3).expect("valid"),
+        }
+    }
+
+    /// No numerator ahead of its denominator, and no denominator ahead of the fact count.
+    fn consistent(b: &FactBucket) -> bool {
+        let at_most = |part: u64, whole: u64| part <= whole;
+        at_most(b.hallucinated, b.hallucination_assessed)
+            && at_most(b.non_atomic, b.atomicity_assessed)
+            && at_most(b.coverage_sum, b.citation_assessed * 1_000_000_000)
+            && at_most(b.confidence_sum, b.cove_facts * 1_000_000_000)
+            && at_most(b.rounds_sum, b.cove_facts * MAX_ROUNDS as u64)
+            && [
+                b.hallucination_assessed,
+                b.atomicity_assessed,
+                b.citation_assessed,
+                b.cove_facts,
+            ]
+            .iter()
+            .all(|&n| at_most(n, b.facts))
+    }
+
     #[test]
     fn concurrent_records_and_drains_lose_nothing() {
         let shards = Arc::new(Shards::default());
         let threads = 4u64;
-        let per_thread = 50_000u64;
+        let per_thread = 40_000u64;
         let writers: Vec<_> = (0..threads)
             .map(|t| {
                 let shards = Arc::clone(&shards);
                 std::thread::spawn(move || {
-                    let mut refused = 0u64;
+                    let mut refused = [0u64; 4];
                     for i in 0..per_thread {
                         shards.record_transcription();
                         // Minutes move on while the drainer runs, so slots get reused.
                         let minute = 1_000 + i / 1_000;
-                        if !shards.record_fact(minute, &fact((i + t) % 3 == 0)) {
-                            refused += 1;
+                        let k = ((i + t) % 4) as usize;
+                        if !shards.record_fact(minute, &kind(k)) {
+                            refused[k] += 1;
                         }
                     }
                     refused
@@ -329,7 +349,9 @@ mod tests {
         let mut merge = |shards: &Shards| {
             let (m, d) = drain_all(shards);
             for (k, b) in m {
-                minutes.entry(k).or_default().add(&b);
+                let minute = minutes.entry(k).or_default();
+                minute.add(&b);
+                assert!(consistent(minute), "minute {k} read mid-fact: {minute:?}");
             }
             drained.transcriptions += d.transcriptions;
             drained.histograms.add(&d.histograms);
@@ -337,12 +359,17 @@ mod tests {
         while writers.iter().any(|w| !w.is_finished()) {
             merge(&shards);
         }
-        let refused: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+        let mut refused = [0u64; 4];
+        for w in writers {
+            for (r, n) in refused.iter_mut().zip(w.join().expect("writer")) {
+                *r += n;
+            }
+        }
         merge(&shards);
         let mut total = FactBucket::default();
         for (minute, b) in &minutes {
             assert!(
-                (1_000..1_050).contains(minute),
+                (1_000..1_040).contains(minute),
                 "fact attributed to minute {minute}"
             );
             // Each minute holds 1000 facts per thread, minus those refused.
@@ -350,12 +377,22 @@ mod tests {
             total.add(b);
         }
         // Every fact is either in exactly one drained minute or was refused, whole.
-        assert_eq!(total.facts + refused, threads * per_thread);
-        assert_eq!(total.cove_facts, total.facts);
-        assert_eq!(total.rounds_sum, 2 * total.facts);
-        assert_eq!(total.coverage_sum, 900_000_000 * total.facts);
-        assert_eq!(drained.histograms.coverage.count(), total.facts);
-        assert_eq!(drained.histograms.confidence.count(), total.facts);
+        let recorded = refused.map(|r| threads * per_thread / 4 - r);
+        assert_eq!(total.facts, recorded.iter().sum::<u64>());
+        assert_eq!(total.hallucination_assessed, recorded[0] + recorded[1]);
+        assert_eq!(total.hallucinated, recorded[1]);
+        assert_eq!(total.atomicity_assessed, recorded[0] + recorded[2]);
+        assert_eq!(total.non_atomic, recorded[2]);
+        assert_eq!(total.citation_assessed, recorded[0] + recorded[2]);
+        assert_eq!(
+            total.coverage_sum,
+            900_000_000 * recorded[0] + 1_000_000_000 * recorded[2]
+        );
+        assert_eq!(total.cove_facts, recorded[0] + recorded[3]);
+        assert_eq!(total.rounds_sum, 2 * recorded[0] + 3 * recorded[3]);
+        assert_eq!(drained.histograms.coverage.count(), total.citation_assessed);
+        assert_eq!(drained.histograms.coverage.sum, total.coverage_sum);
+        assert_eq!(drained.histograms.confidence.count(), total.cove_facts);
         assert_eq!(drained.transcriptions, threads * per_thread);
     }
 }

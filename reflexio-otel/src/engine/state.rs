@@ -9,7 +9,7 @@
 
 use crate::engine::shard::Drained;
 use crate::engine::snapshot::{LockCounts, Snapshot};
-use crate::event::{CoveConfig, CoveResult, Fact, LockEvent, Name, RetentionRun};
+use crate::event::{CoveConfig, Fact, LockEvent, Name, RetentionRun};
 use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
 use crate::model::changes::Changes;
 use crate::model::delta::{Delta, newer_cove};
@@ -213,15 +213,6 @@ impl State {
         self.histograms.observe(fact);
         if let Some(u) = &mut self.unflushed {
             u.histograms.observe(fact);
-        }
-    }
-
-    /// Adds one fact whose quality is not known.
-    pub(crate) fn add_unassessed_fact(&mut self, minute: u64, cove: Option<CoveResult>) {
-        self.add_facts(minute, &FactBucket::unassessed(cove));
-        self.histograms.observe_cove(cove);
-        if let Some(u) = &mut self.unflushed {
-            u.histograms.observe_cove(cove);
         }
     }
 

@@ -181,12 +181,10 @@ pub(crate) fn register(source: Arc<dyn SnapshotSource>, meter: &Meter) {
     };
 
     contract::FACTS.observe_u64(meter, latest(|s| s.totals.facts));
-    contract::ASSESSED_FACTS.observe_u64(
-        meter,
-        latest(|s| s.totals.facts.wrapping_sub(s.totals.unassessed)),
-    );
+    contract::ASSESSED_FACTS.observe_u64(meter, latest(|s| s.totals.hallucination_assessed));
     contract::DIGESTS.observe_u64(meter, latest(|s| s.totals.digests));
     contract::HALLUCINATED_FACTS.observe_u64(meter, latest(|s| s.totals.hallucinated));
+    contract::ATOMICITY_ASSESSED_FACTS.observe_u64(meter, latest(|s| s.totals.atomicity_assessed));
     contract::ATOMICITY_VIOLATIONS.observe_u64(meter, latest(|s| s.totals.atomicity_violations));
     contract::RETENTION_OPERATIONS.observe_u64(meter, per_table(|t| t.operations));
     contract::RETENTION_DELETED_RECORDS.observe_u64(meter, per_table(|t| t.deleted_records));
@@ -211,9 +209,21 @@ pub(crate) fn register(source: Arc<dyn SnapshotSource>, meter: &Meter) {
     contract::CITATION_COVERAGE_24H
         .observe_f64(meter, latest_f64(|s| s.facts_24h.citation_coverage()));
     contract::ATOMICITY_VIOLATIONS_24H.observe_u64(meter, latest(|s| s.facts_24h.non_atomic));
+    // Each 24h ratio or mean, with its numerator and denominator, from the same snapshot.
     contract::FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.facts));
-    contract::ASSESSED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.assessed()));
+    contract::ASSESSED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.hallucination_assessed));
+    contract::HALLUCINATED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.hallucinated));
+    contract::ATOMICITY_ASSESSED_FACTS_24H
+        .observe_u64(meter, latest(|s| s.facts_24h.atomicity_assessed));
+    contract::CITATION_ASSESSED_FACTS_24H
+        .observe_u64(meter, latest(|s| s.facts_24h.citation_assessed));
+    contract::CITATION_COVERAGE_SUM_24H
+        .observe_f64(meter, latest_f64(|s| s.facts_24h.citation_coverage_sum()));
     contract::COVE_VERIFIED_FACTS_24H.observe_u64(meter, latest(|s| s.facts_24h.cove_facts));
+    contract::COVE_CONFIDENCE_SUM_24H
+        .observe_f64(meter, latest_f64(|s| s.facts_24h.cove_confidence_sum()));
+    contract::COVE_VERIFICATION_ROUNDS_SUM_24H
+        .observe_u64(meter, latest(|s| s.facts_24h.rounds_sum));
     contract::RETENTION_OPERATIONS_7D.observe_u64(meter, latest(|s| s.retention_7d.operations));
     contract::RETENTION_DELETED_RECORDS_7D
         .observe_u64(meter, latest(|s| s.retention_7d.deleted_records));
@@ -341,13 +351,15 @@ mod tests {
             totals: Totals {
                 transcriptions: 3,
                 facts: 10,
-                unassessed: 2,
+                hallucination_assessed: 8,
                 ..Totals::default()
             },
             facts_24h: FactBucket {
                 facts: 10,
-                unassessed: 2,
+                hallucination_assessed: 8,
                 hallucinated: 2,
+                citation_assessed: 4,
+                coverage_sum: 3_500_000_000,
                 ..FactBucket::default()
             },
             ..Snapshot::empty()
@@ -359,6 +371,16 @@ mod tests {
         assert_eq!(sample(&text, "reflexio_facts_total"), Some(10.0));
         assert_eq!(sample(&text, "reflexio_assessed_facts_total"), Some(8.0));
         assert_eq!(sample(&text, "reflexio_hallucination_rate_24h"), Some(0.25));
+        assert_eq!(sample(&text, "reflexio_hallucinated_facts_24h"), Some(2.0));
+        assert_eq!(
+            sample(&text, "reflexio_citation_assessed_facts_24h"),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&text, "reflexio_citation_coverage_sum_24h"),
+            Some(3.5)
+        );
+        assert_eq!(sample(&text, "reflexio_citation_coverage_24h"), Some(0.875));
         assert_eq!(sample(&text, "reflexio_cove_enabled"), Some(0.0));
         assert!(
             !text.contains("reflexio_store_"),

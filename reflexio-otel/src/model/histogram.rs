@@ -9,7 +9,7 @@
 //! sum matches to floating-point rounding. Minimum and maximum are not meaningful after a
 //! replay; the exposition's `histogram_view` turns them off.
 
-use crate::event::{CoveResult, FRACTION_SCALE, Fact, MAX_ROUNDS};
+use crate::event::{FRACTION_SCALE, Fact, MAX_ROUNDS};
 use crate::model::count;
 
 /// How a histogram's observations are bucketed, in integer units.
@@ -214,7 +214,7 @@ impl<const N: usize> Counts<N> {
 /// The cumulative observations of the three histograms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistogramCounts {
-    /// Citation coverage of every fact, in billionths.
+    /// Citation coverage of every fact that has one, in billionths.
     pub coverage: Counts<COVERAGE_BUCKETS>,
     /// CoVe confidence of facts with a CoVe result, in billionths.
     pub confidence: Counts<CONFIDENCE_BUCKETS>,
@@ -229,17 +229,14 @@ impl HistogramCounts {
         self.rounds.add(&other.rounds);
     }
 
-    /// Counts `fact`'s observations.
+    /// Counts `fact`'s observations: its citation coverage and CoVe result, if it has them.
     pub(crate) fn observe(&mut self, fact: &Fact) {
-        let cov = fact.citation_coverage.nanos();
-        bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
-        self.coverage.sum = count::add(self.coverage.sum, cov);
-        self.observe_cove(fact.cove);
-    }
-
-    /// Counts a CoVe result's observations.
-    pub(crate) fn observe_cove(&mut self, cove: Option<CoveResult>) {
-        if let Some(c) = cove {
+        if let Some(coverage) = fact.citation_coverage {
+            let cov = coverage.nanos();
+            bump(&mut self.coverage.buckets[COVERAGE.bucket(cov)]);
+            self.coverage.sum = count::add(self.coverage.sum, cov);
+        }
+        if let Some(c) = fact.cove {
             let conf = c.confidence.nanos();
             let rounds = u64::from(c.rounds.get());
             bump(&mut self.confidence.buckets[CONFIDENCE.bucket(conf)]);

@@ -6,18 +6,23 @@ use crate::model::bucket::FactBucket;
 use crate::model::count;
 
 /// Cumulative counts since the recorder's history began.
+///
+/// The facts with a citation coverage and those with a CoVe result are the `count`s of the
+/// citation coverage and CoVe confidence histograms ([`crate::HistogramCounts`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Transcriptions.
     pub transcriptions: u64,
-    /// Facts, assessed or not.
+    /// Facts, with or without verdicts.
     pub facts: u64,
-    /// Facts whose quality is not known.
-    pub unassessed: u64,
+    /// Facts with a hallucination verdict (`reflexio_assessed_facts_total`).
+    pub hallucination_assessed: u64,
     /// Digests.
     pub digests: u64,
     /// Hallucinated facts.
     pub hallucinated: u64,
+    /// Facts with an atomicity verdict.
+    pub atomicity_assessed: u64,
     /// Non-atomic facts.
     pub atomicity_violations: u64,
 }
@@ -27,18 +32,24 @@ impl Totals {
     pub(crate) fn add(&mut self, t: &Totals) {
         self.transcriptions = count::add(self.transcriptions, t.transcriptions);
         self.facts = count::add(self.facts, t.facts);
-        self.unassessed = count::add(self.unassessed, t.unassessed);
+        self.hallucination_assessed =
+            count::add(self.hallucination_assessed, t.hallucination_assessed);
         self.digests = count::add(self.digests, t.digests);
         self.hallucinated = count::add(self.hallucinated, t.hallucinated);
+        self.atomicity_assessed = count::add(self.atomicity_assessed, t.atomicity_assessed);
         self.atomicity_violations = count::add(self.atomicity_violations, t.atomicity_violations);
     }
 
     /// Adds the fact counts of a minute's bucket.
     pub(crate) fn add_facts(&mut self, bucket: &FactBucket) {
-        self.facts = count::add(self.facts, bucket.facts);
-        self.unassessed = count::add(self.unassessed, bucket.unassessed);
-        self.hallucinated = count::add(self.hallucinated, bucket.hallucinated);
-        self.atomicity_violations = count::add(self.atomicity_violations, bucket.non_atomic);
+        self.add(&Totals {
+            facts: bucket.facts,
+            hallucination_assessed: bucket.hallucination_assessed,
+            hallucinated: bucket.hallucinated,
+            atomicity_assessed: bucket.atomicity_assessed,
+            atomicity_violations: bucket.non_atomic,
+            ..Totals::default()
+        });
     }
 }
 
@@ -81,9 +92,11 @@ mod tests {
         );
         t.add_facts(&FactBucket {
             facts: 4,
-            unassessed: 1,
+            hallucination_assessed: 3,
             hallucinated: 2,
+            atomicity_assessed: 4,
             non_atomic: 3,
+            citation_assessed: 1,
             coverage_sum: 99,
             ..FactBucket::default()
         });
@@ -92,9 +105,10 @@ mod tests {
             Totals {
                 transcriptions: 3,
                 facts: count::MAX_COUNT,
-                unassessed: 1,
+                hallucination_assessed: 3,
                 digests: 3,
                 hallucinated: 2,
+                atomicity_assessed: 4,
                 atomicity_violations: 3,
             }
         );

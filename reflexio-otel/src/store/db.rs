@@ -330,21 +330,35 @@ mod tests {
         drop(conn);
 
         let mut db = Db::open(&options).expect("migrated");
-        assert_eq!(pragma(&db, "user_version"), "Integer(2)");
+        assert_eq!(
+            pragma(&db, "user_version"),
+            format!("Integer({})", schema::LATEST)
+        );
         assert!(!db.is_fresh());
         let changes = db.poll().expect("read").expect("first read");
+        // Schema 1 knew only facts with every verdict.
         assert_eq!(
             changes.facts,
             vec![(
                 100,
                 FactBucket {
                     facts: 7,
+                    hallucination_assessed: 7,
+                    atomicity_assessed: 7,
+                    citation_assessed: 7,
                     hallucinated: 1,
                     ..FactBucket::default()
                 }
             )]
         );
-        assert_eq!((changes.totals.facts, changes.totals.unassessed), (7, 0));
+        assert_eq!(
+            (
+                changes.totals.facts,
+                changes.totals.hallucination_assessed,
+                changes.totals.atomicity_assessed
+            ),
+            (7, 7, 7)
+        );
         let moved = Checkpoint {
             key: "legacy:facts".into(),
             expected: None,
@@ -355,6 +369,82 @@ mod tests {
             .expect("committed")
             .expect("moved");
         assert_eq!(changes.checkpoints, vec![("legacy:facts".into(), 3)]);
+    }
+
+    #[test]
+    fn a_version_2_store_counts_each_verdict_of_the_facts_it_held_as_assessed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+        let mut conn = Connection::open(options.path()).expect("open");
+        schema::migrate(&mut conn, options.path(), 0, 2).expect("version 2");
+        conn.execute_batch(
+            "INSERT INTO fact_minutes (minute, facts, unassessed, hallucinated, non_atomic, \
+             coverage_sum, cove_facts, confidence_sum, rounds_sum, seq) \
+             VALUES (100, 7, 3, 1, 2, 3500000000, 5, 4000000000, 6, 1), \
+             (101, 2, 2, 0, 0, 0, 0, 0, 0, 1);
+             UPDATE counters SET value = 10, seq = 1 WHERE name = 'facts';
+             UPDATE counters SET value = 6, seq = 1 WHERE name = 'unassessed';
+             UPDATE meta SET value = 1 WHERE key = 'seq';",
+        )
+        .expect("version 2 rows");
+        drop(conn);
+
+        let mut db = Db::open(&options).expect("migrated");
+        let mut changes = db.poll().expect("read").expect("first read");
+        changes.facts.sort_by_key(|(m, _)| *m);
+        let assessed = |n| FactBucket {
+            hallucination_assessed: n,
+            atomicity_assessed: n,
+            citation_assessed: n,
+            ..FactBucket::default()
+        };
+        assert_eq!(
+            changes.facts,
+            vec![
+                (
+                    100,
+                    FactBucket {
+                        facts: 7,
+                        cove_facts: 5,
+                        hallucinated: 1,
+                        non_atomic: 2,
+                        coverage_sum: 3_500_000_000,
+                        confidence_sum: 4_000_000_000,
+                        rounds_sum: 6,
+                        ..assessed(4)
+                    }
+                ),
+                (
+                    101,
+                    FactBucket {
+                        facts: 2,
+                        ..assessed(0)
+                    }
+                ),
+            ]
+        );
+        assert_eq!(
+            (
+                changes.totals.facts,
+                changes.totals.hallucination_assessed,
+                changes.totals.atomicity_assessed
+            ),
+            (10, 4, 4)
+        );
+        let leftovers: i64 = db
+            .conn()
+            .query_row(
+                "SELECT (SELECT count(*) FROM counters WHERE name = 'unassessed') + \
+                 (SELECT count(*) FROM pragma_table_info('fact_minutes') \
+                  WHERE name = 'unassessed')",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(
+            leftovers, 0,
+            "nothing of schema 2's unassessed count is left"
+        );
     }
 
     #[test]

@@ -101,28 +101,22 @@ fn write_minutes(
 }
 
 /// The count columns of `fact_minutes`, in the order [`fact_counts`] gives them.
-const FACT_COLUMNS: [&str; 8] = [
+const FACT_COLUMNS: [&str; FactBucket::FIELDS] = [
     "facts",
+    "hallucination_assessed",
+    "atomicity_assessed",
+    "citation_assessed",
+    "cove_facts",
     "hallucinated",
     "non_atomic",
     "coverage_sum",
-    "cove_facts",
     "confidence_sum",
     "rounds_sum",
-    "unassessed",
 ];
 
+/// The counts of a minute's bucket, in [`FACT_COLUMNS`] order: [`FactBucket::fields`].
 fn fact_counts(b: &FactBucket) -> Vec<u64> {
-    vec![
-        b.facts,
-        b.hallucinated,
-        b.non_atomic,
-        b.coverage_sum,
-        b.cove_facts,
-        b.confidence_sum,
-        b.rounds_sum,
-        b.unassessed,
-    ]
+    b.fields().to_vec()
 }
 
 /// The count columns of `retention_minutes` and `retention_tables`.
@@ -155,9 +149,10 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
     for (name, delta) in [
         ("transcriptions", d.totals.transcriptions),
         ("facts", d.totals.facts),
-        ("unassessed", d.totals.unassessed),
+        ("hallucination_assessed", d.totals.hallucination_assessed),
         ("digests", d.totals.digests),
         ("hallucinated", d.totals.hallucinated),
+        ("atomicity_assessed", d.totals.atomicity_assessed),
         ("atomicity_violations", d.totals.atomicity_violations),
         ("coverage_sum", h.coverage.sum),
         ("confidence_sum", h.confidence.sum),
@@ -315,7 +310,7 @@ pub(crate) fn fold_tables(conn: &mut Connection) -> rusqlite::Result<usize> {
     Ok(rows)
 }
 
-/// The rows of `sql` stamped after `since`: a minute, then up to eight counts that `bucket`
+/// The rows of `sql` stamped after `since`: a minute, then up to ten counts that `bucket`
 /// turns into the minute's bucket.
 fn read_minutes<B>(
     tx: &Transaction<'_>,
@@ -326,7 +321,7 @@ fn read_minutes<B>(
     let mut stmt = tx.prepare_cached(sql)?;
     let columns = stmt.column_count();
     stmt.query_map([since], |r| {
-        let mut values = [0u64; 9];
+        let mut values = [0u64; 1 + FactBucket::FIELDS];
         for (i, v) in values.iter_mut().enumerate().take(columns).skip(1) {
             *v = count_from_sql(r.get_ref(i)?);
         }
@@ -343,18 +338,15 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
 
     c.facts = read_minutes(
         tx,
-        "SELECT minute, facts, hallucinated, non_atomic, coverage_sum, cove_facts, \
-         confidence_sum, rounds_sum, unassessed FROM fact_minutes WHERE seq > ?1",
+        &format!(
+            "SELECT minute, {} FROM fact_minutes WHERE seq > ?1",
+            FACT_COLUMNS.join(", ")
+        ),
         since,
-        |v| FactBucket {
-            facts: v[0],
-            unassessed: v[7],
-            hallucinated: v[1],
-            non_atomic: v[2],
-            coverage_sum: v[3],
-            cove_facts: v[4],
-            confidence_sum: v[5],
-            rounds_sum: v[6],
+        |v| {
+            let mut fields = [0; FactBucket::FIELDS];
+            fields.copy_from_slice(v);
+            FactBucket::from_fields(fields)
         },
     )?;
     c.retention = read_minutes(
@@ -376,7 +368,8 @@ pub(crate) fn read_changes(tx: &Transaction<'_>, since: u64) -> rusqlite::Result
         match r.get_ref(0)?.as_str()? {
             "transcriptions" => t.transcriptions = value,
             "facts" => t.facts = value,
-            "unassessed" => t.unassessed = value,
+            "hallucination_assessed" => t.hallucination_assessed = value,
+            "atomicity_assessed" => t.atomicity_assessed = value,
             "digests" => t.digests = value,
             "hallucinated" => t.hallucinated = value,
             "atomicity_violations" => t.atomicity_violations = value,
@@ -513,7 +506,10 @@ mod tests {
             .expect("valid");
         let mut d = Delta::default();
         d.add_facts(100, &FactBucket::of(&fact));
-        d.add_facts(101, &FactBucket::unassessed(None));
+        d.add_facts(
+            101,
+            &FactBucket::of(&crate::event::Fact::unassessed().atomic(false)),
+        );
         d.histograms.observe(&fact);
         d.totals.transcriptions = 4;
         d.totals.digests = 1;
@@ -593,6 +589,10 @@ mod tests {
         d.histograms.coverage.sum = MAX_COUNT - 1;
         d.histograms.coverage.buckets[0] = MAX_COUNT - 1;
         d.totals.facts = MAX_COUNT;
+        d.add_facts(
+            7,
+            &FactBucket::from_fields([MAX_COUNT - 1; FactBucket::FIELDS]),
+        );
         d.add_retention(
             7,
             TableLabel::Overflow,
@@ -606,6 +606,11 @@ mod tests {
         assert_eq!(c.histograms.coverage.sum, MAX_COUNT);
         assert_eq!(c.histograms.coverage.buckets[0], MAX_COUNT);
         assert_eq!(c.totals.facts, MAX_COUNT);
+        assert_eq!(
+            c.facts,
+            [(7, FactBucket::from_fields([MAX_COUNT; FactBucket::FIELDS]))],
+            "every fact column"
+        );
         assert_eq!(c.retention[0].1.deleted_records, MAX_COUNT);
         assert_eq!(c.tables[0].1.deleted_records, MAX_COUNT);
 

@@ -95,6 +95,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         seq   INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 3: each quality verdict counted on its own. Until now a fact was assessed on all three
+    // verdicts or on none, so each verdict's count is the facts that were not unassessed.
+    "
+    ALTER TABLE fact_minutes ADD COLUMN hallucination_assessed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fact_minutes ADD COLUMN atomicity_assessed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE fact_minutes ADD COLUMN citation_assessed INTEGER NOT NULL DEFAULT 0;
+    UPDATE fact_minutes SET
+        hallucination_assessed = facts - unassessed,
+        atomicity_assessed = facts - unassessed,
+        citation_assessed = facts - unassessed;
+    ALTER TABLE fact_minutes DROP COLUMN unassessed;
+
+    INSERT INTO counters (name, value, seq)
+        SELECT verdict.name, facts.value - unassessed.value, max(facts.seq, unassessed.seq)
+        FROM (SELECT 'hallucination_assessed' AS name UNION ALL SELECT 'atomicity_assessed')
+            AS verdict,
+            counters AS facts, counters AS unassessed
+        WHERE facts.name = 'facts' AND unassessed.name = 'unassessed';
+    DELETE FROM counters WHERE name = 'unassessed';
+    ",
 ];
 
 /// The histograms and their layouts, as stored in `histogram_buckets`.

@@ -72,7 +72,8 @@ pub(crate) struct ServeArgs {
     /// auth_token_file, auth_token_create, web_config_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
     /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
     /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
-    /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval).
+    /// lock_dir, legacy_tz, legacy_poll_interval, evict_locks_after, integrity_check_interval,
+    /// idempotency_window, idempotency_max_keys).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -210,6 +211,16 @@ pub(crate) struct ServeArgs {
     /// path) [default: 1m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_INTEGRITY_CHECK_INTERVAL")]
     pub(crate) integrity_check_interval: Option<Duration>,
+
+    /// How long the Idempotency-Key of an ingested batch is kept: the same key sent again
+    /// within it is answered with the original result and records nothing [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_IDEMPOTENCY_WINDOW")]
+    pub(crate) idempotency_window: Option<Duration>,
+
+    /// The most Idempotency-Keys kept (about 150 bytes of store each); past it the oldest are
+    /// forgotten first, even within the window [default: 100000].
+    #[arg(long, value_name = "N", env = "REFLEXIO_BRIDGE_IDEMPOTENCY_MAX_KEYS")]
+    pub(crate) idempotency_max_keys: Option<String>,
 }
 
 /// Parses a duration such as `15s`, `500ms` or `1h`, longer than zero (flags, environment and the

@@ -159,6 +159,8 @@ pub(crate) struct Config {
     /// `None`: the recorder's default, a multiple of `stale_lock_after`.
     pub(crate) evict_locks_after: Option<Duration>,
     pub(crate) integrity_check_interval: Duration,
+    pub(crate) idempotency_window: Duration,
+    pub(crate) idempotency_max_keys: u64,
     /// Settings that work but should be changed, to log at start.
     pub(crate) warnings: Vec<String>,
 }
@@ -193,6 +195,8 @@ struct FileSettings {
     legacy_poll_interval: Option<String>,
     evict_locks_after: Option<String>,
     integrity_check_interval: Option<String>,
+    idempotency_window: Option<String>,
+    idempotency_max_keys: Option<toml::Value>,
 }
 
 /// Where a value came from, for error messages.
@@ -238,6 +242,15 @@ fn parse_bodies(s: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| (1..=MAX_MAX_INGEST_BODIES).contains(n))
         .ok_or_else(|| format!("`{s}` is not a number from 1 to {MAX_MAX_INGEST_BODIES}"))
+}
+
+/// Parses the most idempotency keys kept: 1 to 100 million.
+fn parse_max_keys(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=100_000_000).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a number from 1 to 100000000"))
 }
 
 /// Parses `512KiB`, `1MiB`, `2MB` or a plain number of bytes.
@@ -424,7 +437,9 @@ impl Config {
             .store(
                 StoreOptions::new(&self.store)
                     .flush_interval(self.flush_interval)
-                    .integrity_check_interval(self.integrity_check_interval),
+                    .integrity_check_interval(self.integrity_check_interval)
+                    .idempotency_window(self.idempotency_window)
+                    .max_idempotency_keys(self.idempotency_max_keys),
             );
         if let Some(after) = self.evict_locks_after {
             builder = builder.evict_locks_after(after);
@@ -483,6 +498,26 @@ impl Config {
             Some(d) => d,
             None => file_duration(file.integrity_check_interval, "integrity_check_interval")?
                 .unwrap_or(DEFAULT_INTEGRITY_CHECK_INTERVAL),
+        };
+        let idempotency_window = match args.idempotency_window {
+            Some(d) => d,
+            None => file_duration(file.idempotency_window, "idempotency_window")?
+                .unwrap_or(StoreOptions::DEFAULT_IDEMPOTENCY_WINDOW),
+        };
+        let idempotency_max_keys = match (&args.idempotency_max_keys, file.idempotency_max_keys) {
+            (Some(s), _) => {
+                parse_max_keys(s).map_err(|e| invalid("--idempotency-max-keys", Source::Flag, e))?
+            }
+            (None, Some(toml::Value::Integer(n))) => parse_max_keys(&n.to_string())
+                .map_err(|e| invalid("idempotency_max_keys", Source::File(fp), e))?,
+            (None, Some(other)) => {
+                return Err(invalid(
+                    "idempotency_max_keys",
+                    Source::File(fp),
+                    format!("expected a number, got {other}"),
+                ));
+            }
+            (None, None) => StoreOptions::DEFAULT_MAX_IDEMPOTENCY_KEYS,
         };
         let demo = args.demo || file.demo.unwrap_or(false);
         let public_metrics = args.public_metrics || file.public_metrics.unwrap_or(false);
@@ -582,6 +617,8 @@ impl Config {
             legacy,
             evict_locks_after,
             integrity_check_interval,
+            idempotency_window,
+            idempotency_max_keys,
             warnings,
         })
     }

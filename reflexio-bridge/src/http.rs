@@ -12,7 +12,9 @@ use crate::{landing, limits};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use reflexio_otel::{DurableError, RecordError, Recorder, StoreError, StoreErrorKind};
+use reflexio_otel::{
+    DurableError, IdempotencyKey, Keyed, RecordError, Recorder, StoreError, StoreErrorKind,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +54,7 @@ enum Refusal {
     Unauthorized(Denied),
     UnsupportedMediaType(String),
     UnsupportedEncoding(String),
+    BadKey(String),
     TooLarge(usize),
     Unreadable(String),
     TimedOut(Duration),
@@ -79,6 +82,7 @@ impl Refusal {
                 }
                 response
             }
+            Refusal::BadKey(why) => error(StatusCode::BAD_REQUEST, why, at),
             Refusal::UnsupportedEncoding(encoding) => error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -141,7 +145,7 @@ impl Refusal {
                 Outcome::UnsupportedMediaType
             }
             Refusal::TooLarge(_) => Outcome::TooLarge,
-            Refusal::Unreadable(_) => Outcome::Invalid,
+            Refusal::Unreadable(_) | Refusal::BadKey(_) => Outcome::Invalid,
             Refusal::TimedOut(_) => Outcome::TimedOut,
             Refusal::Overloaded(_) => Outcome::Overloaded,
         }
@@ -418,6 +422,44 @@ pub(crate) async fn ingest(
     response
 }
 
+/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII characters, once.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Refusal> {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::BadKey(
+            "more than one Idempotency-Key header; send one per request".into(),
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        Refusal::BadKey(
+            "the Idempotency-Key holds characters other than visible ASCII; use 1 to 255 of \
+             `!` to `~`, such as a random UUID"
+                .into(),
+        )
+    })?;
+    IdempotencyKey::new(text).map(Some).map_err(|e| {
+        Refusal::BadKey(format!(
+            "the Idempotency-Key is not valid: {}; use 1 to 255 visible ASCII characters, such \
+             as a random UUID",
+            e.problem()
+        ))
+    })
+}
+
+/// What identifies a batch under its key: SHA-256 of its framing and decoded body.
+fn fingerprint(format: Format, body: &[u8]) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(match format {
+        Format::JsonArray => b"json\n",
+        Format::Ndjson => b"ndjson",
+    });
+    ctx.update(body);
+    ctx.finish().as_ref().to_vec()
+}
+
 /// Checks what the head says, waits for a slot, and reads the body within the body timeout.
 async fn checked_body(
     req: &HttpRequest,
@@ -425,6 +467,7 @@ async fn checked_body(
     state: &AppState,
 ) -> Result<(Format, web::Bytes, tokio::sync::OwnedSemaphorePermit), Refusal> {
     authorize(req, &state.auth, Scope::Ingest).await?;
+    idempotency_key(req)?;
     let format = format_of(req)?;
     let encoding = ContentEncoding::of(req.headers()).map_err(Refusal::UnsupportedEncoding)?;
     let declared = req
@@ -461,9 +504,14 @@ async fn ingest_batch(
         Ok(batch) => batch,
         Err(bad) => return (Outcome::Invalid, 0, bad_event(&bad)),
     };
+    // Checked in `checked_body` already.
+    let key = idempotency_key(req)
+        .ok()
+        .flatten()
+        .map(|k| k.with_fingerprint(fingerprint(format, &body)));
     drop(body);
     let n = events.len();
-    if n == 0 {
+    if n == 0 && key.is_none() {
         return (
             Outcome::Accepted,
             0,
@@ -472,7 +520,11 @@ async fn ingest_batch(
     }
     let recorder = state.recorder.clone();
     let started = SystemTime::now();
-    let committed = web::block(move || recorder.record_durable(&events)).await;
+    let committed = web::block(move || match &key {
+        Some(key) => recorder.record_durable_keyed(&events, key),
+        None => recorder.record_durable(&events).map(|()| Keyed::Recorded),
+    })
+    .await;
     let unavailable = |message: String, kind: Option<StoreErrorKind>| {
         let mut body = error_body(
             &format!("nothing was recorded; send the batch again: {message}"),
@@ -484,11 +536,32 @@ async fn ingest_batch(
         retry_later(HttpResponse::ServiceUnavailable().json(body))
     };
     match committed {
-        Ok(Ok(())) => (
+        Ok(Ok(Keyed::Recorded)) => (
             Outcome::Accepted,
             n,
             HttpResponse::Accepted().json(json!({ "accepted": n })),
         ),
+        Ok(Ok(Keyed::Replayed { accepted, .. })) => (
+            Outcome::Replayed,
+            0,
+            HttpResponse::Accepted()
+                .insert_header(("idempotent-replayed", "true"))
+                .json(json!({ "accepted": accepted })),
+        ),
+        Ok(Ok(Keyed::Conflict { at })) => {
+            let when = jiff::Timestamp::try_from(at)
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_default();
+            let response = error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "this Idempotency-Key was used at {when} for another batch (another body); \
+                     nothing was recorded: send each batch with a key of its own"
+                ),
+                Place::default(),
+            );
+            (Outcome::Conflict, 0, response)
+        }
         Ok(Err(DurableError::Invalid { index, error: e })) => {
             let mut bad = BadEvent::at(index, record_error_field(&e), &e);
             if let Some(line) = lines.get(index) {

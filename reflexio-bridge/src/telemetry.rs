@@ -38,10 +38,15 @@ pub(crate) enum Outcome {
     TimedOut,
     /// Too many bodies were being read at once.
     Overloaded,
+    /// Its Idempotency-Key was seen within the window: answered as the first time, nothing
+    /// recorded.
+    Replayed,
+    /// Its Idempotency-Key was used for another batch within the window: nothing recorded.
+    Conflict,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Accepted,
         Outcome::Invalid,
         Outcome::Unauthorized,
@@ -50,6 +55,8 @@ impl Outcome {
         Outcome::Unavailable,
         Outcome::TimedOut,
         Outcome::Overloaded,
+        Outcome::Replayed,
+        Outcome::Conflict,
     ];
 
     fn as_str(self) -> &'static str {
@@ -62,6 +69,8 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::TimedOut => "timed_out",
             Outcome::Overloaded => "overloaded",
+            Outcome::Replayed => "replayed",
+            Outcome::Conflict => "conflict",
         }
     }
 }

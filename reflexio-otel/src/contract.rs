@@ -573,9 +573,9 @@ pub const RUSTC_VERSION_LABEL: &str = "rustc_version";
 /// See [`VERSION_LABEL`].
 pub const TARGET_LABEL: &str = "target";
 
-/// The label of `reflexio_ingest_requests_total`: `accepted`, `replayed`, `invalid`,
-/// `unauthorized`, `too_large`, `unsupported_media_type`, `unavailable`, `timed_out` or
-/// `overloaded`.
+/// The label of `reflexio_ingest_requests_total`: `accepted`, `replayed`, `conflict`,
+/// `invalid`, `unauthorized`, `too_large`, `unsupported_media_type`, `unavailable`, `timed_out`
+/// or `overloaded`.
 pub const OUTCOME_LABEL: &str = "outcome";
 
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,

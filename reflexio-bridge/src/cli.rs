@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Serves Reflexio metrics to Prometheus (`/metrics/prometheus`) and OpenTelemetry collectors
-/// (OTLP push), and takes events from applications over HTTP (`POST /v1/events`).
+/// Serves Reflexio metrics to Prometheus (`/metrics`, the same at `/metrics/prometheus`) and
+/// OpenTelemetry collectors (OTLP push), and takes events from applications over HTTP
+/// (`POST /v1/events`).
 ///
 /// Settings come from flags, then environment variables, then the configuration file
 /// (`--config`), then defaults: a flag wins over the environment, the environment over the file.

@@ -1,7 +1,9 @@
-//! `reflexio-bridge`: serves Reflexio metrics to Prometheus (`/metrics/prometheus`) and
-//! OpenTelemetry collectors (OTLP push), takes events from applications in any language over
-//! HTTP (`POST /v1/events`), committing them to a SQLite store before acknowledging them, and
-//! follows existing deployments that do not send events: their database and lock directory.
+//! `reflexio-bridge`: serves Reflexio metrics to Prometheus (`/metrics`, also at
+//! `/metrics/prometheus`; over HTTPS with basic auth from a web configuration file) and
+//! OpenTelemetry collectors (OTLP push), with an HTML landing page at `/`; takes events from
+//! applications in any language over HTTP (`POST /v1/events`), committing them to a SQLite store
+//! before acknowledging them; and follows existing deployments that do not send events: their
+//! database and lock directory.
 //!
 //! - `cli`: the command line, as clap parses it;
 //! - `config`: flags, environment and configuration file merged into one validated `Config`;

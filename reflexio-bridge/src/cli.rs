@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Serves Reflexio metrics to Prometheus (`/metrics/prometheus`) and OpenTelemetry collectors
-/// (OTLP push), and takes events from applications over HTTP (`POST /v1/events`).
+/// Serves Reflexio metrics to Prometheus (`/metrics`, the same at `/metrics/prometheus`) and
+/// OpenTelemetry collectors (OTLP push), and takes events from applications over HTTP
+/// (`POST /v1/events`).
 ///
 /// Settings come from flags, then environment variables, then the configuration file
 /// (`--config`), then defaults: a flag wins over the environment, the environment over the file.
@@ -70,11 +71,12 @@ impl From<ImportArgs> for ServeArgs {
 #[derive(Debug, Default, Clone, Args)]
 pub(crate) struct ServeArgs {
     /// A TOML file with any of the settings below (keys: listen, store, flush_interval, demo,
-    /// auth_token_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
+    /// auth_token_file, auth_token_create, web_config_file, public_metrics, insecure_no_auth, body_limit, body_timeout,
     /// max_ingest_bodies, stale_lock_after, otlp_endpoint, otlp_protocol, otlp_interval,
     /// otlp_compression, otlp_certificate, otlp_client_certificate, otlp_client_key, legacy_db,
     /// lock_dir, lock_names, legacy_tz, legacy_poll_interval, legacy_env_file, cove_enabled,
-    /// cove_threshold, evict_locks_after, integrity_check_interval).
+    /// cove_threshold, evict_locks_after, integrity_check_interval, idempotency_window,
+    /// idempotency_max_keys).
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 
@@ -100,6 +102,23 @@ pub(crate) struct ServeArgs {
     /// Ingest always needs it once set; scraping too, unless --public-metrics.
     #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_AUTH_TOKEN_FILE")]
     pub(crate) auth_token_file: Option<PathBuf>,
+
+    /// With --auth-token-file: if the file does not exist, create it (mode 600) holding a new
+    /// random token (256 bits, hex), and use it. The container image starts this way.
+    #[arg(long, env = "REFLEXIO_BRIDGE_AUTH_TOKEN_CREATE")]
+    pub(crate) auth_token_create: bool,
+
+    /// Check the settings (and the files they name) and exit: 0 if the bridge would start,
+    /// 2 with the reason if not. Nothing is created, opened for writing or listened on.
+    #[arg(long)]
+    pub(crate) check_config: bool,
+
+    /// A web configuration file in the format of Prometheus' exporter-toolkit
+    /// (`--web.config.file`): `tls_server_config` (HTTPS, client certificates),
+    /// `basic_auth_users` (bcrypt), `http_server_config.headers` and `rate_limit`. Reloaded when
+    /// it or its certificate files change.
+    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_WEB_CONFIG_FILE")]
+    pub(crate) web_config_file: Option<PathBuf>,
 
     /// Serve /metrics/prometheus without the token.
     #[arg(long, env = "REFLEXIO_BRIDGE_PUBLIC_METRICS")]
@@ -224,6 +243,16 @@ pub(crate) struct ServeArgs {
     /// path) [default: 1m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_INTEGRITY_CHECK_INTERVAL")]
     pub(crate) integrity_check_interval: Option<Duration>,
+
+    /// How long the Idempotency-Key of an ingested batch is kept: the same key sent again
+    /// within it is answered with the original result and records nothing [default: 24h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "REFLEXIO_BRIDGE_IDEMPOTENCY_WINDOW")]
+    pub(crate) idempotency_window: Option<Duration>,
+
+    /// The most Idempotency-Keys kept (about 150 bytes of store each); past it the oldest are
+    /// forgotten first, even within the window [default: 100000].
+    #[arg(long, value_name = "N", env = "REFLEXIO_BRIDGE_IDEMPOTENCY_MAX_KEYS")]
+    pub(crate) idempotency_max_keys: Option<String>,
 }
 
 /// Parses a duration such as `15s`, `500ms` or `1h`, longer than zero (flags, environment and the

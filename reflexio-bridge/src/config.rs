@@ -4,6 +4,7 @@
 
 use crate::cli::{ServeArgs, parse_duration};
 use crate::legacy::{self, CoveSettings, FileCove, LegacySettings, LockNames};
+use crate::web_config::WebConfig;
 use reflexio_otel::{Fraction, Recorder, RecorderBuilder, StoreOptions};
 use serde::Deserialize;
 use std::fmt;
@@ -110,6 +111,11 @@ impl Otlp {
 pub(crate) struct Token(Box<[u8]>);
 
 impl Token {
+    #[cfg(test)]
+    pub(crate) fn new(token: &[u8]) -> Self {
+        Self(token.into())
+    }
+
     pub(crate) fn matches(&self, offered: &[u8]) -> bool {
         constant_time_eq::constant_time_eq(&self.0, offered)
     }
@@ -121,6 +127,15 @@ impl fmt::Debug for Token {
     }
 }
 
+/// The web configuration file, read and checked at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Web {
+    pub(crate) path: PathBuf,
+    pub(crate) config: WebConfig,
+    /// Built from `config.tls`, its files read: HTTPS is served.
+    pub(crate) tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -129,6 +144,7 @@ pub(crate) struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) demo: bool,
     pub(crate) token: Option<Token>,
+    pub(crate) web: Option<Web>,
     pub(crate) public_metrics: bool,
     pub(crate) insecure_no_auth: bool,
     pub(crate) body_limit: usize,
@@ -146,6 +162,8 @@ pub(crate) struct Config {
     /// `None`: the recorder's default, a multiple of `stale_lock_after`.
     pub(crate) evict_locks_after: Option<Duration>,
     pub(crate) integrity_check_interval: Duration,
+    pub(crate) idempotency_window: Duration,
+    pub(crate) idempotency_max_keys: u64,
     /// Settings that work but should be changed, to log at start.
     pub(crate) warnings: Vec<String>,
 }
@@ -159,6 +177,8 @@ struct FileSettings {
     flush_interval: Option<String>,
     demo: Option<bool>,
     auth_token_file: Option<PathBuf>,
+    auth_token_create: Option<bool>,
+    web_config_file: Option<PathBuf>,
     public_metrics: Option<bool>,
     insecure_no_auth: Option<bool>,
     body_limit: Option<toml::Value>,
@@ -182,6 +202,8 @@ struct FileSettings {
     cove_threshold: Option<toml::Value>,
     evict_locks_after: Option<String>,
     integrity_check_interval: Option<String>,
+    idempotency_window: Option<String>,
+    idempotency_max_keys: Option<toml::Value>,
 }
 
 /// Where a value came from, for error messages.
@@ -229,6 +251,15 @@ fn parse_bodies(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is not a number from 1 to {MAX_MAX_INGEST_BODIES}"))
 }
 
+/// Parses the most idempotency keys kept: 1 to 100 million.
+fn parse_max_keys(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (1..=100_000_000).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a number from 1 to 100000000"))
+}
+
 /// Parses `512KiB`, `1MiB`, `2MB` or a plain number of bytes.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
@@ -258,6 +289,56 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         return Err(format!("{size} bytes is outside 1 byte to 1GiB"));
     }
     Ok(size)
+}
+
+/// Whether a missing token file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenCreation {
+    Never,
+    Create,
+    /// `--check-config`: a missing file would be created; nothing is written.
+    Check,
+}
+
+/// The token of `path`: read, or first created with a new random token when `create` says so
+/// and the file does not exist.
+fn token(path: &Path, create: TokenCreation) -> Result<(Token, Vec<String>), String> {
+    if create != TokenCreation::Never && !path.exists() {
+        if create == TokenCreation::Check {
+            // What would be created: a valid, long token.
+            return Ok((Token(vec![b'0'; 64].into()), Vec::new()));
+        }
+        create_token(path)?;
+    }
+    read_token(path)
+}
+
+/// Creates `path` (mode 600) holding 32 random bytes in hex; a file created meanwhile by another
+/// process is kept.
+fn create_token(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(32) => {}
+        _ => return Err("cannot draw random bytes for a new token".into()),
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    };
+    file.write_all(format!("{hex}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    tracing::warn!(path = %path.display(), "created a new bearer token (mode 600): clients and Prometheus need it");
+    Ok(())
 }
 
 /// Reads the token, and says what is weak about it: a file other users can read, a short token.
@@ -297,6 +378,23 @@ fn read_token(path: &Path) -> Result<(Token, Vec<String>), String> {
         ));
     }
     Ok((Token(token.into()), warnings))
+}
+
+/// Reads and checks a web configuration file, and builds its TLS configuration (reading the
+/// certificate, key and CA files) so that a mistake stops the bridge at start.
+fn load_web(path: &Path) -> Result<Web, String> {
+    let config = WebConfig::load(path)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Web {
+        path: path.to_owned(),
+        config,
+        tls,
+    })
 }
 
 /// A time zone by its IANA name (`Europe/Berlin`, `UTC`).
@@ -346,7 +444,9 @@ impl Config {
             .store(
                 StoreOptions::new(&self.store)
                     .flush_interval(self.flush_interval)
-                    .integrity_check_interval(self.integrity_check_interval),
+                    .integrity_check_interval(self.integrity_check_interval)
+                    .idempotency_window(self.idempotency_window)
+                    .max_idempotency_keys(self.idempotency_max_keys),
             );
         if let Some(after) = self.evict_locks_after {
             builder = builder.evict_locks_after(after);
@@ -407,6 +507,26 @@ impl Config {
             None => file_duration(file.integrity_check_interval, "integrity_check_interval")?
                 .unwrap_or(DEFAULT_INTEGRITY_CHECK_INTERVAL),
         };
+        let idempotency_window = match args.idempotency_window {
+            Some(d) => d,
+            None => file_duration(file.idempotency_window, "idempotency_window")?
+                .unwrap_or(StoreOptions::DEFAULT_IDEMPOTENCY_WINDOW),
+        };
+        let idempotency_max_keys = match (&args.idempotency_max_keys, file.idempotency_max_keys) {
+            (Some(s), _) => {
+                parse_max_keys(s).map_err(|e| invalid("--idempotency-max-keys", Source::Flag, e))?
+            }
+            (None, Some(toml::Value::Integer(n))) => parse_max_keys(&n.to_string())
+                .map_err(|e| invalid("idempotency_max_keys", Source::File(fp), e))?,
+            (None, Some(other)) => {
+                return Err(invalid(
+                    "idempotency_max_keys",
+                    Source::File(fp),
+                    format!("expected a number, got {other}"),
+                ));
+            }
+            (None, None) => StoreOptions::DEFAULT_MAX_IDEMPOTENCY_KEYS,
+        };
         let demo = args.demo || file.demo.unwrap_or(false);
         let public_metrics = args.public_metrics || file.public_metrics.unwrap_or(false);
         let insecure_no_auth = args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false);
@@ -452,15 +572,34 @@ impl Config {
             (None, None) => DEFAULT_MAX_INGEST_BODIES,
         };
 
+        let create = match (args.auth_token_create, args.check_config) {
+            (_, true) => TokenCreation::Check,
+            (true, false) => TokenCreation::Create,
+            (false, false) if file.auth_token_create == Some(true) => TokenCreation::Create,
+            (false, false) => TokenCreation::Never,
+        };
         let (token, warnings) = match (&args.auth_token_file, &file.auth_token_file) {
-            (Some(path), _) => read_token(path)
+            (Some(path), _) => token(path, create)
                 .map(|(t, w)| (Some(t), w))
                 .map_err(|e| invalid("--auth-token-file", Source::Flag, e))?,
-            (None, Some(path)) => read_token(path)
+            (None, Some(path)) => token(path, create)
                 .map(|(t, w)| (Some(t), w))
                 .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
             (None, None) => (None, Vec::new()),
         };
+        let web = match (&args.web_config_file, &file.web_config_file) {
+            (Some(path), _) => {
+                Some(load_web(path).map_err(|e| invalid("--web-config-file", Source::Flag, e))?)
+            }
+            (None, Some(path)) => {
+                Some(load_web(path).map_err(|e| invalid("web_config_file", Source::File(fp), e))?)
+            }
+            (None, None) => None,
+        };
+        let mut warnings = warnings;
+        if let Some(web) = &web {
+            warnings.extend(web.config.warnings.iter().cloned());
+        }
         if !listen.ip().is_loopback() && token.is_none() && !insecure_no_auth {
             return Err(UsageError(format!(
                 "invalid --listen {listen}: a non-loopback address needs --auth-token-file, \
@@ -474,6 +613,7 @@ impl Config {
             flush_interval,
             demo,
             token,
+            web,
             public_metrics,
             insecure_no_auth,
             body_limit,
@@ -487,6 +627,8 @@ impl Config {
             cove_file,
             evict_locks_after,
             integrity_check_interval,
+            idempotency_window,
+            idempotency_max_keys,
             warnings,
         })
     }
@@ -1772,6 +1914,45 @@ mod tests {
         )
         .expect("valid");
         assert!(c.otlp.is_none());
+    }
+
+    #[test]
+    fn a_missing_token_file_is_created_once_when_asked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        let args = |create: bool, check: bool| ServeArgs {
+            auth_token_file: Some(path.clone()),
+            auth_token_create: create,
+            check_config: check,
+            listen: Some("0.0.0.0:8000".parse().expect("addr")),
+            ..Default::default()
+        };
+        assert!(
+            resolve(args(false, false), &[]).is_err(),
+            "not created unasked"
+        );
+        assert!(resolve(args(true, true), &[]).is_ok(), "the check passes");
+        assert!(!path.exists(), "the check creates nothing");
+        let c = resolve(args(true, false), &[]).expect("created");
+        let text = std::fs::read_to_string(&path).expect("token");
+        assert_eq!(text.trim().len(), 64);
+        assert!(c.token.expect("token").matches(text.trim().as_bytes()));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = resolve(args(true, false), &[]).expect("read");
+        assert!(
+            again.token.expect("token").matches(text.trim().as_bytes()),
+            "kept"
+        );
+        let elsewhere = ServeArgs {
+            auth_token_file: Some(dir.path().join("missing/dir/token")),
+            auth_token_create: true,
+            ..Default::default()
+        };
+        let e = resolve(elsewhere, &[]).expect_err("cannot create");
+        assert!(e.0.contains("cannot create"), "{e}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
-//! The HTTP endpoints: `/metrics/prometheus`, `/healthz`, `/readyz` and `POST /v1/events`,
-//! with bearer-token checks, body limits and timeouts, a bound on the bodies read at once, and a
-//! JSON body on every error.
+//! The HTTP endpoints: `/metrics` and `/metrics/prometheus` (gzip when asked), the landing page
+//! `/`, `/healthz`, `/readyz` and `POST /v1/events` (gzip bodies accepted), with credential
+//! checks, body limits and timeouts, a bound on the bodies read at once, `405` with `Allow` for
+//! a method a path does not take, and a JSON body on every error.
 
 use crate::answer::{Place, error_body};
-use crate::config::Token;
+use crate::auth::{Auth, Denied, Scope};
+use crate::compression::{self, BodyDecoder, ContentEncoding, DecodeError};
 use crate::ingest::{self, BadEvent, Format};
 use crate::telemetry::{Outcome, Stats};
+use crate::landing;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
-use reflexio_otel::{DurableError, RecordError, Recorder, StoreError, StoreErrorKind};
+use reflexio_otel::{
+    DurableError, IdempotencyKey, Keyed, RecordError, Recorder, StoreError, StoreErrorKind,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -19,8 +24,7 @@ use tokio::sync::Semaphore;
 pub(crate) struct AppState {
     pub(crate) recorder: Recorder,
     pub(crate) registry: prometheus::Registry,
-    pub(crate) token: Option<Token>,
-    pub(crate) public_metrics: bool,
+    pub(crate) auth: Arc<Auth>,
     pub(crate) body_limit: usize,
     /// The time a body has to arrive, from when the bridge starts reading it.
     pub(crate) body_timeout: Duration,
@@ -47,8 +51,10 @@ fn bad_event(bad: &BadEvent) -> HttpResponse {
 /// A request refused before its events are recorded; rendered by [`Refusal::response`].
 #[derive(Debug)]
 enum Refusal {
-    Unauthorized(&'static str),
+    Unauthorized(Denied),
     UnsupportedMediaType(String),
+    UnsupportedEncoding(String),
+    BadKey(String),
     TooLarge(usize),
     Unreadable(String),
     TimedOut(Duration),
@@ -67,14 +73,24 @@ impl Refusal {
     fn response(self) -> HttpResponse {
         let at = Place::default();
         match self {
-            Refusal::Unauthorized(message) => {
-                let mut response = error(StatusCode::UNAUTHORIZED, message, at);
-                response.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"reflexio-bridge\""),
-                );
+            Refusal::Unauthorized(denied) => {
+                let mut response = error(StatusCode::UNAUTHORIZED, denied.message, at);
+                for challenge in denied.challenges {
+                    response
+                        .headers_mut()
+                        .append(header::WWW_AUTHENTICATE, challenge);
+                }
                 response
             }
+            Refusal::BadKey(why) => error(StatusCode::BAD_REQUEST, why, at),
+            Refusal::UnsupportedEncoding(encoding) => error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "content encoding `{encoding}` is not accepted; send the body as it is, or \
+                     compressed with Content-Encoding: gzip"
+                ),
+                at,
+            ),
             Refusal::UnsupportedMediaType(content_type) => error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -125,53 +141,120 @@ impl Refusal {
     fn outcome(&self) -> Outcome {
         match self {
             Refusal::Unauthorized(_) => Outcome::Unauthorized,
-            Refusal::UnsupportedMediaType(_) => Outcome::UnsupportedMediaType,
+            Refusal::UnsupportedMediaType(_) | Refusal::UnsupportedEncoding(_) => {
+                Outcome::UnsupportedMediaType
+            }
             Refusal::TooLarge(_) => Outcome::TooLarge,
-            Refusal::Unreadable(_) => Outcome::Invalid,
+            Refusal::Unreadable(_) | Refusal::BadKey(_) => Outcome::Invalid,
             Refusal::TimedOut(_) => Outcome::TimedOut,
             Refusal::Overloaded(_) => Outcome::Overloaded,
         }
     }
 }
 
-/// `Ok` if the request may proceed.
-fn authorize(req: &HttpRequest, token: Option<&Token>) -> Result<(), Refusal> {
-    let Some(token) = token else {
-        return Ok(());
+/// `Ok` if the request may do what `scope` says. A basic-auth password not verified yet is
+/// checked with bcrypt off the server's threads.
+async fn authorize(req: &HttpRequest, auth: &Arc<Auth>, scope: Scope) -> Result<(), Refusal> {
+    let checked = if auth.needs_bcrypt(req.headers()) {
+        let (auth, headers) = (Arc::clone(auth), req.headers().clone());
+        web::block(move || auth.check(&headers, scope))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Denied {
+                    message: "the credentials could not be checked",
+                    challenges: Vec::new(),
+                })
+            })
+    } else {
+        auth.check(req.headers(), scope)
     };
-    let offered = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes)
-        .and_then(|v| {
-            let (scheme, rest) = v.split_at_checked(7)?;
-            scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
-        });
-    match offered {
-        Some(t) if token.matches(t) => Ok(()),
-        Some(_) => Err(Refusal::Unauthorized(
-            "the bearer token is not the one configured",
-        )),
-        None => Err(Refusal::Unauthorized(
-            "an `Authorization: Bearer <token>` header is required",
-        )),
-    }
+    checked.map_err(Refusal::Unauthorized)
 }
 
+/// The exposition, gzip-compressed when the client accepts it (Prometheus does).
 pub(crate) async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let token = state.token.as_ref().filter(|_| !state.public_metrics);
-    if let Err(refusal) = authorize(&req, token) {
+    if let Err(refusal) = authorize(&req, &state.auth, Scope::Scrape).await {
         return refusal.response();
     }
-    match reflexio_otel::encode_text(&state.registry) {
-        Ok(text) => HttpResponse::Ok()
-            .content_type(reflexio_otel::TEXT_CONTENT_TYPE)
-            .body(text),
+    let text = match reflexio_otel::encode_text(&state.registry) {
+        Ok(text) => text,
         Err(e) => {
             tracing::error!(error = %e, "cannot encode the exposition");
-            error(StatusCode::INTERNAL_SERVER_ERROR, e, Place::default())
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e, Place::default());
+        }
+    };
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type(reflexio_otel::TEXT_CONTENT_TYPE)
+        .insert_header((header::VARY, "Accept-Encoding"));
+    if compression::accepts_gzip(req.headers()) {
+        match compression::gzip(text.as_bytes()) {
+            Ok(packed) => {
+                return response
+                    .insert_header((header::CONTENT_ENCODING, "gzip"))
+                    .body(packed);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot compress the exposition; sent as it is"),
         }
     }
+    response.body(text)
+}
+
+/// The landing page: links, and a live summary of the SLA figures and the bridge's health.
+pub(crate) async fn landing(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(refusal) = authorize(&req, &state.auth, Scope::Scrape).await {
+        return refusal.response();
+    }
+    let families = state.registry.gather();
+    let trouble = state
+        .recorder
+        .store_health()
+        .and_then(|h| h.last_error)
+        .map(|e| store_trouble(e.kind()));
+    let store = landing::StoreSummary { trouble };
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(landing::page(&families, &store, env!("CARGO_PKG_VERSION")))
+}
+
+/// `405`, with the methods the path takes.
+pub(crate) fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} does not take {}; it takes {allow}",
+            req.path(),
+            req.method()
+        ),
+        Place::default(),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// `429`: the web configuration's `rate_limit` lets no more requests through for `seconds`.
+pub(crate) fn rate_limited(seconds: u64) -> HttpResponse {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many requests (the rate limit of the web configuration); nothing was recorded, \
+             send the request again after {seconds} s"
+        ),
+        Place::default(),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// `OPTIONS`: the methods the path takes.
+pub(crate) fn options(allow: &'static str) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ALLOW, allow))
+        .finish()
 }
 
 pub(crate) async fn healthz() -> HttpResponse {
@@ -200,7 +283,7 @@ pub(crate) async fn readyz(req: HttpRequest, state: web::Data<AppState>) -> Http
     let Some(health) = state.recorder.store_health() else {
         return HttpResponse::Ok().json(json!({ "status": "ready" }));
     };
-    let detailed = state.token.is_some() && authorize(&req, state.token.as_ref()).is_ok();
+    let detailed = state.auth.holds_token(req.headers());
     let last_flush = health
         .last_success
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -257,17 +340,33 @@ fn format_of(req: &HttpRequest) -> Result<Format, Refusal> {
 
 /// Reads the body as its bytes arrive (memory follows what was received, not what the
 /// Content-Length declares), refusing it as soon as it passes `limit`. The chunks are kept as
-/// they come and joined once at the end.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Refusal> {
+/// they come and joined once at the end. A gzip body is decompressed as it arrives, and refused
+/// as soon as what it decompresses to passes `limit`.
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    encoding: ContentEncoding,
+) -> Result<web::Bytes, Refusal> {
     let mut chunks = Vec::new();
     let mut received = 0;
+    let mut decoder = (encoding == ContentEncoding::Gzip).then(|| BodyDecoder::gzip(limit));
+    let decoded = |e: DecodeError| match e {
+        DecodeError::TooLarge => Refusal::TooLarge(limit),
+        DecodeError::Invalid(why) => Refusal::Unreadable(why),
+    };
     while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
         let chunk = chunk.map_err(|e| Refusal::Unreadable(unreadable(&e)))?;
         received += chunk.len();
         if received > limit {
             return Err(Refusal::TooLarge(limit));
         }
-        chunks.push(chunk);
+        match &mut decoder {
+            Some(d) => d.push(&chunk).map_err(decoded)?,
+            None => chunks.push(chunk),
+        }
+    }
+    if let Some(d) = decoder {
+        return d.finish().map(web::Bytes::from).map_err(decoded);
     }
     Ok(match chunks.as_slice() {
         [] => web::Bytes::new(),
@@ -312,14 +411,54 @@ pub(crate) async fn ingest(
     response
 }
 
+/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII characters, once.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, Refusal> {
+    let mut values = req.headers().get_all("idempotency-key");
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Refusal::BadKey(
+            "more than one Idempotency-Key header; send one per request".into(),
+        ));
+    }
+    let text = value.to_str().map_err(|_| {
+        Refusal::BadKey(
+            "the Idempotency-Key holds characters other than visible ASCII; use 1 to 255 of \
+             `!` to `~`, such as a random UUID"
+                .into(),
+        )
+    })?;
+    IdempotencyKey::new(text).map(Some).map_err(|e| {
+        Refusal::BadKey(format!(
+            "the Idempotency-Key is not valid: {}; use 1 to 255 visible ASCII characters, such \
+             as a random UUID",
+            e.problem()
+        ))
+    })
+}
+
+/// What identifies a batch under its key: SHA-256 of its framing and decoded body.
+fn fingerprint(format: Format, body: &[u8]) -> Vec<u8> {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(match format {
+        Format::JsonArray => b"json\n",
+        Format::Ndjson => b"ndjson",
+    });
+    ctx.update(body);
+    ctx.finish().as_ref().to_vec()
+}
+
 /// Checks what the head says, waits for a slot, and reads the body within the body timeout.
 async fn checked_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(Format, web::Bytes, tokio::sync::OwnedSemaphorePermit), Refusal> {
-    authorize(req, state.token.as_ref())?;
+    authorize(req, &state.auth, Scope::Ingest).await?;
+    idempotency_key(req)?;
     let format = format_of(req)?;
+    let encoding = ContentEncoding::of(req.headers()).map_err(Refusal::UnsupportedEncoding)?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -332,9 +471,12 @@ async fn checked_body(
     let permit = Arc::clone(&state.bodies)
         .try_acquire_owned()
         .map_err(|_| Refusal::Overloaded(state.max_bodies))?;
-    let body = tokio::time::timeout(state.body_timeout, read_body(payload, state.body_limit))
-        .await
-        .map_err(|_| Refusal::TimedOut(state.body_timeout))??;
+    let body = tokio::time::timeout(
+        state.body_timeout,
+        read_body(payload, state.body_limit, encoding),
+    )
+    .await
+    .map_err(|_| Refusal::TimedOut(state.body_timeout))??;
     Ok((format, body, permit))
 }
 
@@ -351,9 +493,14 @@ async fn ingest_batch(
         Ok(batch) => batch,
         Err(bad) => return (Outcome::Invalid, 0, bad_event(&bad)),
     };
+    // Checked in `checked_body` already.
+    let key = idempotency_key(req)
+        .ok()
+        .flatten()
+        .map(|k| k.with_fingerprint(fingerprint(format, &body)));
     drop(body);
     let n = events.len();
-    if n == 0 {
+    if n == 0 && key.is_none() {
         return (
             Outcome::Accepted,
             0,
@@ -361,7 +508,11 @@ async fn ingest_batch(
         );
     }
     let recorder = state.recorder.clone();
-    let committed = web::block(move || recorder.record_durable(&events)).await;
+    let committed = web::block(move || match &key {
+        Some(key) => recorder.record_durable_keyed(&events, key),
+        None => recorder.record_durable(&events).map(|()| Keyed::Recorded),
+    })
+    .await;
     let unavailable = |message: String, kind: Option<StoreErrorKind>| {
         let mut body = error_body(
             &format!("nothing was recorded; send the batch again: {message}"),
@@ -373,11 +524,32 @@ async fn ingest_batch(
         retry_later(HttpResponse::ServiceUnavailable().json(body))
     };
     match committed {
-        Ok(Ok(())) => (
+        Ok(Ok(Keyed::Recorded)) => (
             Outcome::Accepted,
             n,
             HttpResponse::Accepted().json(json!({ "accepted": n })),
         ),
+        Ok(Ok(Keyed::Replayed { accepted, .. })) => (
+            Outcome::Replayed,
+            0,
+            HttpResponse::Accepted()
+                .insert_header(("idempotent-replayed", "true"))
+                .json(json!({ "accepted": accepted })),
+        ),
+        Ok(Ok(Keyed::Conflict { at })) => {
+            let when = jiff::Timestamp::try_from(at)
+                .map(|t| format!("{t:.0}"))
+                .unwrap_or_default();
+            let response = error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "this Idempotency-Key was used at {when} for another batch (another body); \
+                     nothing was recorded: send each batch with a key of its own"
+                ),
+                Place::default(),
+            );
+            (Outcome::Conflict, 0, response)
+        }
         Ok(Err(DurableError::Invalid { index, error: e })) => {
             let mut bad = BadEvent::at(index, record_error_field(&e), &e);
             if let Some(line) = lines.get(index) {

@@ -199,6 +199,11 @@ impl Refusals {
         }
     }
 
+    /// Counts a connection that spoke plain HTTP to the TLS port (it was answered `400`).
+    pub(crate) fn plain_http(&self, peer: Option<SocketAddr>) {
+        self.refused(400, "plain HTTP on the HTTPS port", peer, Instant::now());
+    }
+
     /// Counts one refusal; `true` if it was logged.
     fn refused(&self, status: u16, reason: &str, peer: Option<SocketAddr>, now: Instant) -> bool {
         self.stats.malformed_request();

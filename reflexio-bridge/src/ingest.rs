@@ -326,7 +326,12 @@ pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
             if *sign == b'-' { -seconds } else { seconds }
         }
         [b'+' | b'-', ..] => return Err(bad("an offset is written +HH:MM or -HH:MM")),
-        [] => return Err(bad("the offset is missing: add Z or one such as +03:00")),
+        [] => {
+            return Err(format!(
+                "`{s}` has no offset: an offset is required, e.g. 2026-11-24T09:30:00+03:00 (or \
+                 Z for UTC); a time without one names no single instant"
+            ));
+        }
         _ => {
             return Err(bad(
                 "expected Z or an offset such as +03:00 after the seconds",
@@ -788,13 +793,18 @@ mod tests {
             t("2026-06-30T23:59:60.25Z"),
             base + std::time::Duration::from_millis(250)
         );
+        let naive = parse_time("2026-11-24T09:30:00.123456").expect_err("naive");
+        assert_eq!(
+            naive,
+            "`2026-11-24T09:30:00.123456` has no offset: an offset is required, e.g. \
+             2026-11-24T09:30:00+03:00 (or Z for UTC); a time without one names no single instant"
+        );
         for bad in [
             "2026-06-30T23:59:59+24:00",
             "2026-06-30T23:59:59-24:00",
             "2026-06-30T23:59:59+03:60",
             "2026-06-30T23:59:59+0300",
             "2026-06-30T23:59:59+03",
-            "2026-06-30T23:59:59",
             "2026-06-30T23:59Z",
             "2026-06-30T23:59:61Z",
             "2026-06-30T24:00:00Z",

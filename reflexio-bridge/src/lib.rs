@@ -1,35 +1,51 @@
-//! `reflexio-bridge`: serves Reflexio metrics to Prometheus (`/metrics/prometheus`) and
-//! OpenTelemetry collectors (OTLP push), takes events from applications in any language over
-//! HTTP (`POST /v1/events`), committing them to a SQLite store before acknowledging them, and
-//! follows existing deployments that do not send events: their database and lock directory.
+//! `reflexio-bridge`: serves Reflexio metrics to Prometheus (`/metrics`, also at
+//! `/metrics/prometheus`; over HTTPS with basic auth from a web configuration file) and
+//! OpenTelemetry collectors (OTLP push), with an HTML landing page at `/`; takes events from
+//! applications in any language over HTTP (`POST /v1/events`), committing them to a SQLite store
+//! before acknowledging them; and follows existing deployments that do not send events: their
+//! database and lock directory.
 //!
 //! - `cli`: the command line, as clap parses it;
 //! - `config`: flags, environment and configuration file merged into one validated `Config`;
 //! - `serve`: the `serve` command, everything started and stopped together;
 //! - `import`: the `import` command, a one-shot backfill from an existing deployment;
 //! - `telemetry`: the meter provider, with the Prometheus exporter and the OTLP push;
+//! - `web_config`: the web configuration file (`--web-config-file`, exporter-toolkit's format);
+//! - `web`: the web configuration in force, reloaded when its files change; rate limit, headers;
+//! - `tls`: the HTTPS listener's rustls configuration and connections;
+//! - `auth`: the bearer token and basic-auth users, and what each may call;
 //! - `http`: the endpoints;
+//! - `compression`: gzip answers (`Accept-Encoding`) and gzip request bodies;
+//! - `landing`: the HTML landing page at `/`;
 //! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
 //!   the log;
 //! - `answer`: the JSON body of every error;
 //! - `ingest`: the wire format of events;
 //! - `limits`: process limits (the file size limit);
+//! - `process`: the `process_*` metrics of the scrape;
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload;
 //! - `worker`: the background thread that `demo` and the legacy poller run in.
 
 mod answer;
+mod auth;
 mod cli;
+mod compression;
 mod config;
 mod demo;
 mod http;
 mod http_layer;
 mod import;
 mod ingest;
+mod landing;
 pub mod legacy;
 mod limits;
+mod process;
 mod serve;
 mod telemetry;
+mod tls;
+mod web;
+mod web_config;
 mod worker;
 
 use clap::Parser;

@@ -1,17 +1,21 @@
 //! `serve`: the recorder on its store, the HTTP server, the OTLP push, the demo workload and the
 //! legacy poller, started together and stopped gracefully on SIGTERM or SIGINT.
 
+use crate::auth::Auth;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::http_layer::{Connection, Refusals};
 use crate::telemetry::Telemetry;
+use crate::tls::{Acceptor, Stream};
+use crate::web::Web;
 use crate::{demo, http, legacy, limits};
 use actix_service::{ServiceFactoryExt, fn_service, map_config};
-use actix_web::dev::AppConfig;
+use actix_web::body::BoxBody;
+use actix_web::dev::{AppConfig, Service, ServiceRequest, ServiceResponse};
 use actix_web::{App, web};
 use anyhow::Context;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest a graceful stop waits for requests in flight (a body is cut at `--body-timeout`
 /// before that; a write to a busy store may take longer).
@@ -21,8 +25,13 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let check_only = args.check_config;
     let config = Config::resolve(args, |var| std::env::var(var).ok())?;
     log_settings(&config);
+    if check_only {
+        println!("reflexio-bridge: the settings are valid");
+        return Ok(());
+    }
     // Before the store is opened: a write past the file size limit must fail, not kill.
     limits::watch_file_size_signal()?;
     let recorder = config.recorder()?;
@@ -53,11 +62,37 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => None,
     };
 
+    let users = config
+        .web
+        .as_ref()
+        .map(|w| w.config.users.clone())
+        .unwrap_or_default();
+    let auth = Arc::new(Auth::new(
+        config.token.clone(),
+        config.public_metrics,
+        users,
+    ));
+    let web_state = Arc::new(Web::new(
+        config.web.as_ref().map(|w| &w.config),
+        config
+            .web
+            .as_ref()
+            .and_then(|w| w.tls.clone())
+            .map(Acceptor::new),
+    ));
+    if let Some(w) = &config.web {
+        crate::web::watch(
+            w.path.clone(),
+            w.config.clone(),
+            Arc::clone(&web_state),
+            Arc::clone(&auth),
+        )
+        .context("cannot start the web configuration watcher")?;
+    }
     let state = web::Data::new(http::AppState {
         recorder: recorder.clone(),
         registry: telemetry.registry.clone(),
-        token: config.token.clone(),
-        public_metrics: config.public_metrics,
+        auth,
         body_limit: config.body_limit,
         body_timeout: config.body_timeout,
         bodies: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_bodies)),
@@ -65,7 +100,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         stats: telemetry.stats.clone(),
     });
     let refusals = Arc::new(Refusals::new(telemetry.stats.clone()));
-    actix_web::rt::System::new().block_on(serve(&config, state, refusals))?;
+    actix_web::rt::System::new().block_on(serve(&config, state, refusals, web_state))?;
 
     // Requests in flight are done; write what is left and push a last time.
     drop(demo);
@@ -81,6 +116,22 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn log_settings(config: &Config) {
     tracing::info!(store = %config.store.display(), flush_interval = %humantime::format_duration(config.flush_interval), "store");
+    if let Some(web) = &config.web {
+        let tls = web.config.tls.as_ref().map_or("off".to_owned(), |t| {
+            format!(
+                "on (client certificates: {:?}, TLS {:?} to {:?})",
+                t.client_auth, t.min_version, t.max_version
+            )
+        });
+        tracing::info!(
+            path = %web.path.display(),
+            tls = %tls,
+            basic_auth_users = web.config.users.len(),
+            headers = web.config.headers.len(),
+            rate_limit = ?web.config.rate_limit,
+            "web configuration (reloaded when it or its certificate files change)"
+        );
+    }
     match (&config.token, config.public_metrics) {
         (Some(_), false) => tracing::info!("bearer token required for ingest and scraping"),
         (Some(_), true) => tracing::info!("bearer token required for ingest; scraping is public"),
@@ -163,10 +214,87 @@ fn log_settings(config: &Config) {
     }
 }
 
+/// The methods each path takes (`OPTIONS` answers them; others get `405`).
+const GET: &str = "GET, HEAD, OPTIONS";
+const POST: &str = "POST, OPTIONS";
+
+/// A path taking GET (and so HEAD: the same answer without its body) and OPTIONS.
+fn get<F, Args>(paths: &[&str], handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(paths.to_vec())
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .route(
+            web::route()
+                .method(actix_web::http::Method::OPTIONS)
+                .to(|| async { http::options(GET) }),
+        )
+        .default_service(web::to(|req: actix_web::HttpRequest| async move {
+            http::method_not_allowed(&req, GET)
+        }))
+}
+
+/// The endpoints, each path with the methods it takes.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(get(&["/metrics", "/metrics/prometheus"], http::metrics))
+        .service(get(&["/"], http::landing))
+        .service(get(&["/healthz"], http::healthz))
+        .service(get(&["/readyz"], http::readyz))
+        .service(
+            web::resource("/v1/events")
+                .route(web::post().to(http::ingest))
+                .route(
+                    web::route()
+                        .method(actix_web::http::Method::OPTIONS)
+                        .to(|| async { http::options(POST) }),
+                )
+                .default_service(web::to(|req: actix_web::HttpRequest| async move {
+                    http::method_not_allowed(&req, POST)
+                })),
+        )
+        .default_service(web::to(http::not_found));
+}
+
+/// The web configuration's rate limit and headers, around every endpoint.
+fn policy<S>(
+    web: &Web,
+    req: ServiceRequest,
+    next: &S,
+) -> impl std::future::Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + use<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+{
+    use futures_util::future::{Either, ready};
+    let policy = web.policy.load_full();
+    let limited = policy
+        .rate_limit
+        .as_ref()
+        .and_then(|b| b.take(Instant::now()).err());
+    let answer = match limited {
+        Some(wait) => {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            Either::Left(ready(Ok(req.into_response(http::rate_limited(seconds)))))
+        }
+        None => Either::Right(next.call(req)),
+    };
+    async move {
+        let mut response = answer.await?;
+        for (name, value) in &policy.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        Ok(response)
+    }
+}
+
 async fn serve(
     config: &Config,
     state: web::Data<http::AppState>,
     refusals: Arc<Refusals>,
+    web_state: Arc<Web>,
 ) -> anyhow::Result<()> {
     // Before anything announces the server: a signal arriving earlier must stop it gracefully.
     let stop = stop_signal()?;
@@ -175,21 +303,24 @@ async fn serve(
     let addr = listener.local_addr().context("the listening address")?;
     let mut builder = actix_server::Server::build();
     let draining = builder.graceful_shutdown_signal();
-    // The HTTP/1.1 server of actix-web's `HttpServer`, over connections that give the HTTP
-    // layer's own refusals a JSON body.
+    let secure = web_state.acceptor.is_some();
+    // The HTTP/1.1 server of actix-web's `HttpServer`, over connections (TLS first, when
+    // configured) that give the HTTP layer's own refusals a JSON body.
     builder = builder
         .disable_signals()
         .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
         .listen("reflexio-bridge", listener, move || {
+            let web_for_app = Arc::clone(&web_state);
             let app = App::new()
                 .app_data(state.clone())
-                .route("/metrics/prometheus", web::get().to(http::metrics))
-                .route("/healthz", web::get().to(http::healthz))
-                .route("/readyz", web::get().to(http::readyz))
-                .route("/v1/events", web::post().to(http::ingest))
-                .default_service(web::to(http::not_found));
+                .wrap_fn(move |req, srv| policy(&web_for_app, req, srv))
+                .configure(routes);
             let draining = draining.clone();
-            let http = actix_http::HttpService::build()
+            let mut http = actix_http::HttpService::build();
+            if secure {
+                http = http.secure();
+            }
+            let http = http
                 .client_request_timeout(HEAD_TIMEOUT)
                 .keep_alive(HEAD_TIMEOUT)
                 .local_addr(addr)
@@ -199,12 +330,38 @@ async fn serve(
                 })
                 .h1(map_config(app, |_| AppConfig::default()));
             let refusals = Arc::clone(&refusals);
+            let web = Arc::clone(&web_state);
             fn_service(move |io: actix_web::rt::net::TcpStream| {
                 let refusals = Arc::clone(&refusals);
+                let web = Arc::clone(&web);
                 async move {
                     let peer = io.peer_addr().ok();
+                    let stream = match &web.acceptor {
+                        None => Stream::Plain(io),
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(io)).await {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    if e.kind() == std::io::ErrorKind::InvalidData
+                                        && e.to_string() == crate::tls::PLAIN_HTTP
+                                    {
+                                        refusals.plain_http(peer);
+                                    } else {
+                                        tracing::debug!(error = %e, ?peer, "TLS handshake failed");
+                                    }
+                                    return Err(actix_http::error::DispatchError::Io(e));
+                                }
+                                Err(_) => {
+                                    tracing::debug!(?peer, "TLS handshake timed out");
+                                    return Err(
+                                        actix_http::error::DispatchError::SlowRequestTimeout,
+                                    );
+                                }
+                            }
+                        }
+                    };
                     Ok::<_, actix_http::error::DispatchError>((
-                        Connection::new(io, peer, refusals),
+                        Connection::new(stream, peer, refusals),
                         peer,
                     ))
                 }
@@ -212,6 +369,9 @@ async fn serve(
             .and_then(http)
         })
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    if secure {
+        tracing::info!("serving HTTPS only (tls_server_config of the web configuration)");
+    }
     tracing::info!(%addr, "listening");
     let server = builder.run();
     let handle = server.handle();

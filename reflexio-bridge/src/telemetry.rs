@@ -38,10 +38,15 @@ pub(crate) enum Outcome {
     TimedOut,
     /// Too many bodies were being read at once.
     Overloaded,
+    /// Its Idempotency-Key was seen within the window: answered as the first time, nothing
+    /// recorded.
+    Replayed,
+    /// Its Idempotency-Key was used for another batch within the window: nothing recorded.
+    Conflict,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Accepted,
         Outcome::Invalid,
         Outcome::Unauthorized,
@@ -50,6 +55,8 @@ impl Outcome {
         Outcome::Unavailable,
         Outcome::TimedOut,
         Outcome::Overloaded,
+        Outcome::Replayed,
+        Outcome::Conflict,
     ];
 
     fn as_str(self) -> &'static str {
@@ -62,6 +69,8 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::TimedOut => "timed_out",
             Outcome::Overloaded => "overloaded",
+            Outcome::Replayed => "replayed",
+            Outcome::Conflict => "conflict",
         }
     }
 }
@@ -383,6 +392,11 @@ impl Telemetry {
     pub(crate) fn new(otlp: Option<&Otlp>, recorder: &Recorder) -> anyhow::Result<Self> {
         let stats = Arc::new(Stats::default());
         let registry = prometheus::Registry::new();
+        // process_* (CPU, resident and virtual memory, open and maximum file descriptors,
+        // start time), as every client library exports them: in the scrape only.
+        registry
+            .register(Box::new(crate::process::ProcessMetrics::new()?))
+            .context("cannot register the process metrics")?;
         let mut builder = reflexio_otel::with_prometheus(SdkMeterProvider::builder(), &registry)?;
         let mut runtime = None;
         if let Some(otlp) = otlp {
@@ -480,6 +494,19 @@ impl Telemetry {
         });
         counter(&contract::HTTP_MALFORMED_REQUESTS, |s| {
             s.malformed.load(Ordering::Relaxed)
+        });
+        contract::BRIDGE_BUILD_INFO.observe_u64(&meter, |o| {
+            o.observe(
+                1,
+                &[
+                    KeyValue::new(contract::VERSION_LABEL, VERSION),
+                    KeyValue::new(
+                        contract::RUSTC_VERSION_LABEL,
+                        env!("REFLEXIO_BRIDGE_RUSTC_VERSION"),
+                    ),
+                    KeyValue::new(contract::TARGET_LABEL, env!("REFLEXIO_BRIDGE_TARGET")),
+                ],
+            );
         });
         if otlp {
             counter(&contract::OTLP_EXPORTS, |s| {

@@ -1050,7 +1050,8 @@ fn check(case: &Case, response: &RawResponse) -> Vec<String> {
     problems
 }
 
-/// The exposition without what requests themselves change.
+/// The exposition without what requests themselves change (and the process's own CPU and
+/// memory, which every request moves).
 fn recorded(bridge: &Bridge) -> BTreeMap<String, f64> {
     bridge
         .scrape_with(Some(TOKEN))
@@ -1059,6 +1060,7 @@ fn recorded(bridge: &Bridge) -> BTreeMap<String, f64> {
             !k.starts_with("reflexio_ingest_requests_total")
                 && !k.starts_with("reflexio_http_malformed_requests_total")
                 && !k.starts_with("reflexio_store_")
+                && !k.starts_with("process_")
         })
         .collect()
 }

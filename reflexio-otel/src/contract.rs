@@ -555,8 +555,27 @@ spec!(
     "Failed OTLP pushes: the collector was down, slow or refused them (when a collector is configured)."
 );
 
-/// The label of `reflexio_ingest_requests_total`: `accepted`, `invalid`, `unauthorized`,
-/// `too_large`, `unsupported_media_type`, `unavailable`, `timed_out` or `overloaded`.
+spec!(
+    BRIDGE_BUILD_INFO,
+    "reflexio_bridge_build_info",
+    "reflexio_bridge_build_info",
+    Gauge,
+    "",
+    [VERSION_LABEL, RUSTC_VERSION_LABEL, TARGET_LABEL],
+    "Always 1; the labels say which build of reflexio-bridge this is."
+);
+
+/// The labels of `reflexio_bridge_build_info`: the bridge's version, the compiler's version and
+/// the target it was built for.
+pub const VERSION_LABEL: &str = "version";
+/// See [`VERSION_LABEL`].
+pub const RUSTC_VERSION_LABEL: &str = "rustc_version";
+/// See [`VERSION_LABEL`].
+pub const TARGET_LABEL: &str = "target";
+
+/// The label of `reflexio_ingest_requests_total`: `accepted`, `replayed`, `conflict`,
+/// `invalid`, `unauthorized`, `too_large`, `unsupported_media_type`, `unavailable`, `timed_out`
+/// or `overloaded`.
 pub const OUTCOME_LABEL: &str = "outcome";
 
 /// The label naming the kind of a store error: `busy`, `full`, `read_only`, `corrupt`,
@@ -661,6 +680,7 @@ pub const BRIDGE: &[MetricSpec] = &[
     HTTP_MALFORMED_REQUESTS,
     OTLP_EXPORTS,
     OTLP_EXPORT_ERRORS,
+    BRIDGE_BUILD_INFO,
 ];
 
 /// The metrics `reflexio-bridge` exports when it follows an existing deployment

@@ -70,6 +70,73 @@ pub enum Problem {
         /// The largest allowed count.
         max: u64,
     },
+    /// A character other than visible ASCII (`!` to `~`): a space, a control character, or
+    /// anything past ASCII.
+    #[error("it must hold visible ASCII characters only (`!` to `~`)")]
+    NotVisibleAscii,
+}
+
+/// The idempotency key of a durable batch: 1 to [`IdempotencyKey::MAX_LEN`] visible ASCII
+/// characters (a random UUID is the usual choice), and optionally a fingerprint of the batch (a
+/// hash of what was sent), so that a key reused for another batch is told apart from a retry.
+///
+/// ```
+/// use reflexio_otel::IdempotencyKey;
+/// let key = IdempotencyKey::new("0b8e6f5c-8a4e-4ef1-9a4a-3c1f8f3b9d2e")?.with_fingerprint([7; 32]);
+/// assert_eq!(key.fingerprint(), &[7; 32]);
+/// assert!(IdempotencyKey::new("with space").is_err());
+/// assert!(IdempotencyKey::new(&"k".repeat(256)).is_err());
+/// # Ok::<(), reflexio_otel::ValueError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    key: Box<str>,
+    fingerprint: Box<[u8]>,
+}
+
+impl IdempotencyKey {
+    /// The longest key, in characters.
+    pub const MAX_LEN: usize = 255;
+
+    /// A key, checked.
+    pub fn new(key: &str) -> Result<Self, ValueError> {
+        let problem = if key.is_empty() {
+            Some(Problem::Empty)
+        } else if key.len() > Self::MAX_LEN {
+            Some(Problem::TooLong {
+                len: key.len(),
+                max: Self::MAX_LEN,
+            })
+        } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            Some(Problem::NotVisibleAscii)
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => Err(ValueError::new("idempotency_key", p)),
+            None => Ok(Self {
+                key: key.into(),
+                fingerprint: Box::new([]),
+            }),
+        }
+    }
+
+    /// The same key with the fingerprint of its batch.
+    #[must_use]
+    pub fn with_fingerprint(mut self, fingerprint: impl Into<Vec<u8>>) -> Self {
+        self.fingerprint = fingerprint.into().into_boxed_slice();
+        self
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.key
+    }
+
+    /// The fingerprint of its batch (empty if none was given).
+    pub fn fingerprint(&self) -> &[u8] {
+        &self.fingerprint
+    }
 }
 
 impl ValueError {

@@ -88,14 +88,14 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::snapshot::{LockCounts, Snapshot};
 pub use error::{DurableError, ExportError, RecordError, StoreError, StoreErrorKind};
 pub use event::{
-    CoveConfig, CoveResult, Event, Fact, Fraction, LockEvent, MAX_NAME_LEN, MAX_ROUNDS, Name,
-    Problem, RetentionRun, Rounds, ValueError,
+    CoveConfig, CoveResult, Event, Fact, Fraction, IdempotencyKey, LockEvent, MAX_NAME_LEN,
+    MAX_ROUNDS, Name, Problem, RetentionRun, Rounds, ValueError,
 };
 pub use export::prometheus::{
     PrometheusPipeline, TEXT_CONTENT_TYPE, encode_text, histogram_view, with_prometheus,
 };
 pub use model::bucket::{EMPTY_WINDOW_VALUE, FactBucket, RetentionBucket};
-pub use model::changes::Checkpoint;
+pub use model::changes::{Checkpoint, Keyed};
 pub use model::histogram::{Counts, HistogramCounts};
 pub use model::history::History;
 pub use model::totals::{TableLabel, Totals};

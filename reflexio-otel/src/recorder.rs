@@ -6,9 +6,11 @@ use crate::engine::inner::{Engine, Settings};
 use crate::engine::snapshot::{Snapshot, SnapshotSource};
 use crate::engine::state::Limits;
 use crate::error::{DurableError, RecordError, StoreError};
-use crate::event::{CoveConfig, Event, Fact, LockEvent, Name, RetentionRun, ValueError};
+use crate::event::{
+    CoveConfig, Event, Fact, IdempotencyKey, LockEvent, Name, RetentionRun, ValueError,
+};
 use crate::export::instruments;
-use crate::model::changes::Checkpoint;
+use crate::model::changes::{Checkpoint, Keyed};
 use crate::model::history::History;
 use crate::model::locks::this_host;
 use crate::store::health::StoreHealth;
@@ -308,6 +310,42 @@ impl Recorder {
         batch: &[(Event, Option<SystemTime>)],
     ) -> Result<(), DurableError> {
         self.record_durable_checked(batch, Vec::new())
+    }
+
+    /// Like [`Recorder::record_durable`], for a batch sent with an idempotency key: a client
+    /// that sends a batch again after a lost answer gives the same key, and the batch is
+    /// recorded once.
+    ///
+    /// The key is kept in the same transaction as the batch, so a key whose batch was committed
+    /// is known after a crash and restart, and to every process sharing the store. A key claimed
+    /// within the window ([`StoreOptions::idempotency_window`], 24 hours by default) records
+    /// nothing: [`Keyed::Replayed`] with what the first batch recorded, or [`Keyed::Conflict`]
+    /// if its fingerprint differs (the key was reused for another batch). Two batches with the
+    /// same key committed at the same time record once. A batch that is refused (invalid, or
+    /// the store failed) keeps no key, so it can be sent again with it.
+    ///
+    /// ```
+    /// use reflexio_otel::{Event, IdempotencyKey, Keyed, Recorder, StoreOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let recorder = Recorder::builder()
+    ///     .store(StoreOptions::new(dir.path().join("metrics.db")))
+    ///     .build();
+    /// let batch = [(Event::Digest, None)];
+    /// let key = IdempotencyKey::new("batch-1")?.with_fingerprint(*b"hash of the body");
+    /// assert_eq!(recorder.record_durable_keyed(&batch, &key)?, Keyed::Recorded);
+    /// assert!(matches!(
+    ///     recorder.record_durable_keyed(&batch, &key)?,
+    ///     Keyed::Replayed { accepted: 1, .. }
+    /// ));
+    /// assert_eq!(recorder.snapshot().totals.digests, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn record_durable_keyed(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+        key: &IdempotencyKey,
+    ) -> Result<Keyed, DurableError> {
+        self.engine.record_durable_keyed(batch, key.clone())
     }
 
     /// Like [`Recorder::record_durable`], and moves `checkpoints` in the same transaction: a

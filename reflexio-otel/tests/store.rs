@@ -3,9 +3,9 @@
 
 use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
-    Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, History, LockEvent,
-    ManualClock, PrometheusPipeline, RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind,
-    StoreOptions, TableLabel,
+    Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, History, IdempotencyKey,
+    Keyed, LockEvent, ManualClock, PrometheusPipeline, RecordError, Recorder, RetentionRun,
+    Snapshot, StoreErrorKind, StoreOptions, TableLabel,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1156,7 +1156,7 @@ fn a_store_written_by_the_first_release_is_upgraded_in_place() {
         (s.facts_24h.atomicity_assessed, s.facts_24h.non_atomic),
         (11, 1)
     );
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
 }
 
 fn schema_version(path: &Path) -> i64 {
@@ -1216,7 +1216,7 @@ fn a_store_written_by_the_schema_2_release_is_upgraded_in_place_with_exact_windo
     clock.advance(HOUR);
     let r = open(&path, &clock);
     assert_eq!(r.store_health().expect("store").last_error, None);
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
     check_v2_fixture(&r.snapshot());
     assert_eq!(r.checkpoint("legacy:facts"), Some(11));
     assert_eq!(
@@ -1285,4 +1285,102 @@ fn held_locks_list_every_process_s_locks_with_their_times() {
     assert_eq!(held[0], (lock, taken));
     assert_eq!(held[1].0.name.as_str(), "retention");
     assert_eq!(held[1].0.pid, Some(std::process::id()));
+}
+
+#[test]
+fn a_schema_3_store_is_upgraded_in_place_and_its_keys_survive_a_restart() {
+    // Written by schema 3 at START: 6 facts at coverage 0.9 verified at 0.8 in 2 rounds (2
+    // hallucinated), 1 fact with only a hallucination verdict (hallucinated), 1 transcription,
+    // 1 digest two hours back, a retention run on `facts` deleting 5; checkpoint
+    // `legacy:facts` at 7.
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v3.db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    std::fs::copy(fixture, &path).expect("copy");
+    assert_eq!(schema_version(&path), 3);
+    let clock = clock();
+    let r = open(&path, &clock);
+    assert_eq!(r.store_health().expect("store").last_error, None);
+    assert_eq!(schema_version(&path), 4);
+    let check = |s: &Snapshot| {
+        let t = &s.totals;
+        assert_eq!((t.facts, t.transcriptions, t.digests), (7, 1, 1));
+        assert_eq!((t.hallucination_assessed, t.hallucinated), (7, 3));
+        assert_eq!(s.facts_24h.citation_assessed, 6);
+        assert_eq!(s.retention_7d.deleted_records, 5);
+    };
+    check(&r.snapshot());
+    assert_eq!(r.checkpoint("legacy:facts"), Some(7));
+
+    let key = IdempotencyKey::new("0b8e6f5c-8a4e-4ef1-9a4a-3c1f8f3b9d2e")
+        .expect("valid")
+        .with_fingerprint([1; 32]);
+    let batch = [(Event::Digest, None), (Event::Transcription, None)];
+    assert_eq!(r.record_durable_keyed(&batch, &key), Ok(Keyed::Recorded));
+    let committed_at = clock.now();
+    // Killed right after: nothing but the store survives.
+    drop(r);
+    clock.advance(HOUR);
+    let r = open(&path, &clock);
+    assert_eq!(
+        r.record_durable_keyed(&batch, &key),
+        Ok(Keyed::Replayed {
+            accepted: 2,
+            at: committed_at
+        })
+    );
+    let other = key.clone().with_fingerprint([2; 32]);
+    assert_eq!(
+        r.record_durable_keyed(&batch, &other),
+        Ok(Keyed::Conflict { at: committed_at })
+    );
+    let s = r.snapshot();
+    assert_eq!((s.totals.digests, s.totals.transcriptions), (2, 2));
+    // A refused batch keeps no key: sent again valid, it records.
+    let fresh = IdempotencyKey::new("fresh").expect("valid");
+    let future = [(Event::Digest, Some(clock.now() + HOUR))];
+    assert!(matches!(
+        r.record_durable_keyed(&future, &fresh),
+        Err(DurableError::Invalid { index: 0, .. })
+    ));
+    assert_eq!(r.record_durable_keyed(&batch, &fresh), Ok(Keyed::Recorded));
+    // A day later the key is forgotten.
+    clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(r.record_durable_keyed(&batch, &key), Ok(Keyed::Recorded));
+    assert_eq!(r.snapshot().totals.digests, 4);
+}
+
+#[test]
+fn one_key_sent_by_many_threads_and_two_processes_at_once_records_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("metrics.db");
+    let clock = clock();
+    let a = open(&path, &clock);
+    let b = open(&path, &clock);
+    let key = IdempotencyKey::new("the-same-key").expect("valid");
+    let outcomes: Vec<Keyed> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let r = if i % 2 == 0 { &a } else { &b };
+                let key = &key;
+                scope.spawn(move || {
+                    r.record_durable_keyed(&[(Event::Digest, None)], key)
+                        .expect("committed")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("joined"))
+            .collect()
+    });
+    let recorded = outcomes.iter().filter(|o| **o == Keyed::Recorded).count();
+    assert_eq!(recorded, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Keyed::Recorded | Keyed::Replayed { accepted: 1, .. }))
+    );
+    a.flush().expect("flush");
+    assert_eq!(a.snapshot().totals.digests, 1);
 }

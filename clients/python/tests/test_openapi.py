@@ -62,7 +62,7 @@ def test_the_document_covers_every_endpoint_and_status():
     paths = SPEC["paths"]
     assert set(paths) == {"/v1/events", "/metrics", "/metrics/prometheus", "/healthz", "/readyz", "/"}
     post = paths["/v1/events"]["post"]
-    assert set(post["responses"]) == {"202", "400", "401", "413", "415", "429", "503"}
+    assert set(post["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503"}
     for status in ("429", "503"):
         answer = post["responses"][status]
         if "$ref" in answer:

@@ -319,7 +319,7 @@ def test_the_bridge_refuses_a_malformed_key(bridge):
         answer = bridge.request("POST", "/v1/events", b"[]", {
             "Content-Type": "application/json", "Idempotency-Key": key.encode("utf-8").decode("latin-1")})
         assert answer.status == 400, (key, answer)
-        assert set(answer.json()) == {"error", "index", "field"}
+        assert set(answer.json()) == {"error", "index", "field", "line"}
 
 
 def test_the_client_delivers_compressed_bodies_to_the_bridge(bridge):

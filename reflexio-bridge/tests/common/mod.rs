@@ -50,9 +50,13 @@ impl Bridge {
         for (var, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
             cmd.env_remove(var);
         }
+        cmd.envs(env.iter().copied()).env("RUST_LOG", "info");
+        Self::adopt(&mut cmd)
+    }
+
+    /// Starts `cmd` (a `reflexio-bridge serve` command line) and waits until it listens.
+    pub fn adopt(cmd: &mut Command) -> Bridge {
         let mut child = cmd
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -75,6 +79,8 @@ impl Bridge {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
                 panic!(
                     "the bridge did not start:\n{}",
                     log.lock().expect("log").join("\n")

@@ -10,9 +10,9 @@ use crate::engine::shard::Shards;
 use crate::engine::snapshot::{RefreshHook, Snapshot, SnapshotSource};
 use crate::engine::state::{Limits, State};
 use crate::error::{DurableError, RecordError, StoreError};
-use crate::event::{CoveConfig, Event, Fact, LockEvent, RetentionRun};
+use crate::event::{CoveConfig, Event, Fact, IdempotencyKey, LockEvent, RetentionRun};
 use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
-use crate::model::changes::{Changes, Checkpoint};
+use crate::model::changes::{Changes, Checkpoint, Keyed};
 use crate::model::delta::Delta;
 use crate::model::history::History;
 use crate::model::locks::{HeldLock, LockConflict};
@@ -315,6 +315,17 @@ impl Engine {
         let writer = self.writer.as_ref().ok_or(DurableError::NoStore)?;
         let delta = self.durable_delta(batch, history)?;
         writer.commit(delta, checkpoints)
+    }
+
+    /// Records `batch` durably unless its `key` was claimed within the window.
+    pub(crate) fn record_durable_keyed(
+        &self,
+        batch: &[(Event, Option<SystemTime>)],
+        key: IdempotencyKey,
+    ) -> Result<Keyed, DurableError> {
+        let writer = self.writer.as_ref().ok_or(DurableError::NoStore)?;
+        let delta = self.durable_delta(batch, &History::default())?;
+        writer.commit_keyed(delta, key, batch.len() as u64)
     }
 
     /// Writes everything recorded so far to the store and waits for the commit.

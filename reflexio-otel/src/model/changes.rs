@@ -19,6 +19,27 @@ pub struct Checkpoint {
     pub value: i64,
 }
 
+/// What a durable batch sent with an [`crate::IdempotencyKey`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyed {
+    /// Recorded now; the key is kept with the result.
+    Recorded,
+    /// The key was seen within the window, with the same fingerprint: nothing was recorded now.
+    /// `accepted` is what the first batch recorded, at `at`.
+    Replayed {
+        /// The number of events the first batch recorded.
+        accepted: u64,
+        /// When it was committed.
+        at: SystemTime,
+    },
+    /// The key was seen within the window for another batch (another fingerprint): nothing was
+    /// recorded.
+    Conflict {
+        /// When the other batch was committed.
+        at: SystemTime,
+    },
+}
+
 /// Everything read back from the store: the window minutes stamped after the last read, and
 /// all of the small tables.
 #[derive(Debug, Default, PartialEq)]

@@ -2,15 +2,18 @@
 //! transaction that writes a delta and reads back everything that changed since the last read.
 
 use crate::error::{StoreError, StoreErrorKind};
-use crate::model::changes::{Changes, Checkpoint};
+use crate::event::IdempotencyKey;
+use crate::model::changes::{Changes, Checkpoint, Keyed};
 use crate::model::delta::Delta;
 use crate::store::files::{FileId, StoreFiles, sqlite_error};
 use crate::store::options::{StoreOptions, Synchronous};
-use crate::store::rows::{current_seq, fold_tables, read_changes, to_i64, to_u64, write};
+use crate::store::rows::{
+    claim_key, current_seq, fold_tables, prune_keys, read_changes, to_i64, to_u64, write,
+};
 use crate::store::schema;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Pages of write-ahead log after which a commit copies the log into the database
 /// (`PRAGMA wal_autocheckpoint`): 256 pages of 4 KiB, 1 MiB.
@@ -32,6 +35,17 @@ pub(crate) struct Db {
     /// The files opened, to notice one deleted or replaced underneath.
     files: StoreFiles,
     busy_timeout: Duration,
+    idempotency_window: Duration,
+    max_idempotency_keys: u64,
+}
+
+/// A durable batch of a group commit, sent with an idempotency key.
+#[derive(Debug)]
+pub(crate) struct KeyedBatch {
+    pub(crate) key: IdempotencyKey,
+    /// Its events.
+    pub(crate) accepted: u64,
+    pub(crate) delta: Delta,
 }
 
 /// The error of a store whose files are no longer the ones open.
@@ -82,6 +96,8 @@ impl Db {
             fresh: false,
             files: StoreFiles::capture(path),
             busy_timeout: options.busy_timeout,
+            idempotency_window: options.idempotency_window,
+            max_idempotency_keys: options.max_idempotency_keys,
         };
         if version < schema::LATEST {
             schema::migrate(&mut db.conn, path, version, schema::LATEST)?;
@@ -198,6 +214,35 @@ impl Db {
         checkpoints: &[Checkpoint],
         prune: (u64, u64),
     ) -> Result<Result<Changes, Checkpoint>, StoreError> {
+        self.commit(delta, checkpoints, &[], None, prune)
+            .map(|r| r.map(|(changes, _)| changes))
+    }
+
+    /// Writes `delta` and each keyed batch whose key is new (or forgotten) in one transaction,
+    /// keeping their keys; a batch whose key was claimed within the window is not written, and
+    /// its outcome says what the key holds. Keys past the window, then past the bound, are
+    /// forgotten at `now`. Returns what changed and each keyed batch's outcome, in order.
+    pub(crate) fn commit_keyed(
+        &mut self,
+        delta: &Delta,
+        keyed: &[KeyedBatch],
+        now: SystemTime,
+        prune: (u64, u64),
+    ) -> Result<(Changes, Vec<Keyed>), StoreError> {
+        match self.commit(delta, &[], keyed, Some(now), prune)? {
+            Ok(done) => Ok(done),
+            Err(_) => unreachable!("no checkpoint to move"),
+        }
+    }
+
+    fn commit(
+        &mut self,
+        delta: &Delta,
+        checkpoints: &[Checkpoint],
+        keyed: &[KeyedBatch],
+        now: Option<SystemTime>,
+        prune: (u64, u64),
+    ) -> Result<Result<(Changes, Vec<Keyed>), Checkpoint>, StoreError> {
         let path = self.path.clone();
         let err = |e| sqlite_error(&path, e);
         let tx = self
@@ -228,7 +273,37 @@ impl Db {
                 |r| r.get(0),
             )
             .map_err(err)?;
-        write(&tx, delta, seq).map_err(err)?;
+        let mut outcomes = Vec::with_capacity(keyed.len());
+        let mut merged: Option<Delta> = None;
+        if let Some(now) = now {
+            for batch in keyed {
+                let outcome = claim_key(
+                    &tx,
+                    &batch.key,
+                    batch.accepted,
+                    now,
+                    self.idempotency_window,
+                )
+                .map_err(err)?;
+                if outcome == Keyed::Recorded {
+                    merged
+                        .get_or_insert_with(|| delta.clone())
+                        .merge(batch.delta.clone());
+                }
+                outcomes.push(outcome);
+            }
+            let dropped = prune_keys(&tx, now, self.idempotency_window, self.max_idempotency_keys)
+                .map_err(err)?;
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    max = self.max_idempotency_keys,
+                    "idempotency keys dropped before their window ended to stay within the \
+                     bound: a batch sent again with one of them would be recorded again"
+                );
+            }
+        }
+        write(&tx, merged.as_ref().unwrap_or(delta), seq).map_err(err)?;
         tx.execute(
             "DELETE FROM fact_minutes WHERE minute <= ?1",
             [to_i64(prune.0)],
@@ -244,7 +319,7 @@ impl Db {
         Self::check_files(&mut self.files, &path)?;
         tx.commit().map_err(err)?;
         self.seen = Some(to_u64(seq));
-        Ok(Ok(changes))
+        Ok(Ok((changes, outcomes)))
     }
 }
 
@@ -585,6 +660,152 @@ mod tests {
             commit_with(cp(Some(5), 9)),
             Ok((2, vec![("legacy:facts".into(), 9)])),
             "the refused commits wrote nothing"
+        );
+    }
+
+    fn keyed(key: &str, fingerprint: u8, facts: u64) -> KeyedBatch {
+        KeyedBatch {
+            key: IdempotencyKey::new(key)
+                .expect("valid")
+                .with_fingerprint([fingerprint; 4]),
+            accepted: facts,
+            delta: Delta::of_facts(10, facts),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        std::time::UNIX_EPOCH + Duration::from_secs(1_767_225_600 + secs)
+    }
+
+    fn stored_keys(db: &Db) -> (i64, i64) {
+        let rows = db
+            .conn
+            .query_row("SELECT count(*) FROM idempotency_keys", [], |r| r.get(0))
+            .expect("rows");
+        let counted = db
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'idempotency_keys'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        (rows, counted)
+    }
+
+    #[test]
+    fn a_key_records_its_batch_once_and_answers_what_it_recorded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        let (changes, outcomes) = db
+            .commit_keyed(&Delta::default(), &[keyed("a", 1, 3)], at(0), (0, 0))
+            .expect("committed");
+        assert_eq!(outcomes, [Keyed::Recorded]);
+        assert_eq!(changes.totals.facts, 3);
+        // Again: the same batch is a replay, another batch under the key a conflict; neither
+        // is written, while the rest of the commit is.
+        let (changes, outcomes) = db
+            .commit_keyed(
+                &Delta::of_facts(11, 1),
+                &[keyed("a", 1, 3), keyed("a", 2, 5), keyed("b", 1, 2)],
+                at(60),
+                (0, 0),
+            )
+            .expect("committed");
+        assert_eq!(
+            outcomes,
+            [
+                Keyed::Replayed {
+                    accepted: 3,
+                    at: at(0)
+                },
+                Keyed::Conflict { at: at(0) },
+                Keyed::Recorded
+            ]
+        );
+        assert_eq!(changes.totals.facts, 3 + 1 + 2);
+        assert_eq!(stored_keys(&db), (2, 2));
+    }
+
+    #[test]
+    fn the_same_key_twice_in_one_commit_records_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&options(dir.path())).expect("opened");
+        let (changes, outcomes) = db
+            .commit_keyed(
+                &Delta::default(),
+                &[keyed("k", 1, 4), keyed("k", 1, 4)],
+                at(0),
+                (0, 0),
+            )
+            .expect("committed");
+        assert_eq!(
+            outcomes,
+            [
+                Keyed::Recorded,
+                Keyed::Replayed {
+                    accepted: 4,
+                    at: at(0)
+                }
+            ]
+        );
+        assert_eq!(changes.totals.facts, 4);
+    }
+
+    #[test]
+    fn keys_are_forgotten_after_the_window_and_past_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path())
+            .idempotency_window(Duration::from_secs(3600))
+            .max_idempotency_keys(3);
+        let mut db = Db::open(&options).expect("opened");
+        for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            db.commit_keyed(&Delta::default(), &[keyed(key, 1, 1)], at(i as u64), (0, 0))
+                .expect("committed");
+            assert!(stored_keys(&db).0 <= 3, "bounded");
+        }
+        assert_eq!(stored_keys(&db), (3, 3));
+        // The oldest went first: `a` is new again, `e` is known.
+        let (_, outcomes) = db
+            .commit_keyed(
+                &Delta::default(),
+                &[keyed("a", 1, 1), keyed("e", 1, 1)],
+                at(10),
+                (0, 0),
+            )
+            .expect("committed");
+        assert_eq!(outcomes[0], Keyed::Recorded);
+        assert!(matches!(outcomes[1], Keyed::Replayed { .. }));
+        // An hour later every key is forgotten, and `e` records again.
+        let (changes, outcomes) = db
+            .commit_keyed(&Delta::default(), &[keyed("e", 1, 1)], at(3611), (0, 0))
+            .expect("committed");
+        assert_eq!(outcomes, [Keyed::Recorded]);
+        assert_eq!(changes.totals.facts, 7);
+        assert_eq!(stored_keys(&db), (1, 1));
+    }
+
+    #[test]
+    fn a_version_3_store_gets_the_key_table_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(dir.path());
+        let mut conn = Connection::open(options.path()).expect("open");
+        schema::migrate(&mut conn, options.path(), 0, 3).expect("version 3");
+        conn.execute_batch(
+            "UPDATE counters SET value = 9, seq = 1 WHERE name = 'facts';
+             UPDATE meta SET value = 1 WHERE key = 'seq';",
+        )
+        .expect("version 3 rows");
+        drop(conn);
+        let mut db = Db::open(&options).expect("migrated");
+        assert_eq!(pragma(&db, "user_version"), "Integer(4)");
+        assert_eq!(stored_keys(&db), (0, 0));
+        let (changes, outcomes) = db
+            .commit_keyed(&Delta::default(), &[keyed("k", 1, 1)], at(0), (0, 0))
+            .expect("committed");
+        assert_eq!(
+            (changes.totals.facts, outcomes),
+            (10, vec![Keyed::Recorded])
         );
     }
 

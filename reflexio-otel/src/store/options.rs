@@ -25,6 +25,8 @@ pub struct StoreOptions {
     pub(crate) busy_timeout: Duration,
     pub(crate) synchronous: Synchronous,
     pub(crate) integrity_check_interval: Duration,
+    pub(crate) idempotency_window: Duration,
+    pub(crate) max_idempotency_keys: u64,
 }
 
 impl StoreOptions {
@@ -36,7 +38,30 @@ impl StoreOptions {
             busy_timeout: Duration::from_secs(5),
             synchronous: Synchronous::Full,
             integrity_check_interval: Duration::from_secs(60),
+            idempotency_window: Self::DEFAULT_IDEMPOTENCY_WINDOW,
+            max_idempotency_keys: Self::DEFAULT_MAX_IDEMPOTENCY_KEYS,
         }
+    }
+
+    /// The default of [`StoreOptions::idempotency_window`]: 24 hours.
+    pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+    /// The default of [`StoreOptions::max_idempotency_keys`]: 100,000 (about 15 MiB of store).
+    pub const DEFAULT_MAX_IDEMPOTENCY_KEYS: u64 = 100_000;
+
+    /// How long the key of a durable batch is kept
+    /// ([`crate::Recorder::record_durable_keyed`]): a batch sent again with its key within this
+    /// long is not recorded again. Default: 24 hours.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most idempotency keys kept: past it, the oldest are dropped first, even within the
+    /// window. Default: 100,000.
+    pub fn max_idempotency_keys(mut self, max: u64) -> Self {
+        self.max_idempotency_keys = max.max(1);
+        self
     }
 
     /// How often recorded events are written. Default: 1 second. A crash loses at most this

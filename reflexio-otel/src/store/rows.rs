@@ -1,8 +1,8 @@
 //! The rows of the store: what a delta writes, and what is read back after a write or a poll.
 
-use crate::event::{CoveConfig, Fraction, Name};
+use crate::event::{CoveConfig, Fraction, IdempotencyKey, Name};
 use crate::model::bucket::{Bucket, FactBucket, RetentionBucket};
-use crate::model::changes::Changes;
+use crate::model::changes::{Changes, Keyed};
 use crate::model::count::{self, MAX_COUNT};
 use crate::model::delta::Delta;
 use crate::model::locks::HeldLock;
@@ -58,13 +58,102 @@ fn add_excluded(columns: &[&str]) -> String {
         .join(", ")
 }
 
-fn nanos(t: SystemTime) -> i64 {
+pub(crate) fn nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 fn time(ns: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+/// Claims `key` for a batch recording `accepted` events at `now`: if it was claimed after
+/// `now - window` (by any process, or earlier in this transaction) the batch is a replay or a
+/// conflict and must not be written; otherwise the key is kept with this batch's result.
+pub(crate) fn claim_key(
+    tx: &Transaction<'_>,
+    key: &IdempotencyKey,
+    accepted: u64,
+    now: SystemTime,
+    window: Duration,
+) -> rusqlite::Result<Keyed> {
+    let cutoff = nanos(now.checked_sub(window).unwrap_or(UNIX_EPOCH));
+    let seen: Option<(Vec<u8>, i64, i64)> = tx
+        .prepare_cached("SELECT fingerprint, accepted, at_ns FROM idempotency_keys WHERE key = ?1")?
+        .query_row([key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    match seen {
+        Some((fingerprint, accepted, at)) if at >= cutoff => {
+            return Ok(if fingerprint == key.fingerprint() {
+                Keyed::Replayed {
+                    accepted: to_u64(accepted),
+                    at: time(at),
+                }
+            } else {
+                Keyed::Conflict { at: time(at) }
+            });
+        }
+        Some(_) => {
+            // Seen before the window: forgotten, and taken by this batch.
+            tx.prepare_cached(
+                "UPDATE idempotency_keys SET fingerprint = ?2, accepted = ?3, at_ns = ?4 \
+                 WHERE key = ?1",
+            )?
+            .execute(params![
+                key.as_str(),
+                key.fingerprint(),
+                count_to_sql(accepted),
+                nanos(now)
+            ])?;
+        }
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO idempotency_keys (key, fingerprint, accepted, at_ns) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                key.as_str(),
+                key.fingerprint(),
+                count_to_sql(accepted),
+                nanos(now)
+            ])?;
+            tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'idempotency_keys'")?
+                .execute([])?;
+        }
+    }
+    Ok(Keyed::Recorded)
+}
+
+/// Forgets the keys claimed before `now - window`, then the oldest past `max`. Returns how many
+/// keys still within the window were dropped for the bound.
+pub(crate) fn prune_keys(
+    tx: &Transaction<'_>,
+    now: SystemTime,
+    window: Duration,
+    max: u64,
+) -> rusqlite::Result<u64> {
+    let cutoff = nanos(now.checked_sub(window).unwrap_or(UNIX_EPOCH));
+    let expired = tx
+        .prepare_cached("DELETE FROM idempotency_keys WHERE at_ns < ?1")?
+        .execute([cutoff])?;
+    let mut count: i64 = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'idempotency_keys'")?
+        .query_row([], |r| r.get(0))?;
+    count -= expired as i64;
+    let excess = (count - to_i64(max)).max(0);
+    if excess > 0 {
+        count -= tx
+            .prepare_cached(
+                "DELETE FROM idempotency_keys WHERE key IN \
+                 (SELECT key FROM idempotency_keys ORDER BY at_ns LIMIT ?1)",
+            )?
+            .execute([excess])? as i64;
+    }
+    if expired > 0 || excess > 0 {
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'idempotency_keys'")?
+            .execute([count.max(0)])?;
+    }
+    Ok(to_u64(excess))
 }
 
 /// The sequence number of the last write, by any process.

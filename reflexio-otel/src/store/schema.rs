@@ -116,6 +116,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         WHERE facts.name = 'facts' AND unassessed.name = 'unassessed';
     DELETE FROM counters WHERE name = 'unassessed';
     ",
+    // 4: the idempotency keys of durable batches, each with its batch's fingerprint and result,
+    // kept for a window and bounded in number (their count kept in `meta`).
+    "
+    CREATE TABLE idempotency_keys (
+        key         TEXT PRIMARY KEY,
+        fingerprint BLOB NOT NULL,
+        accepted    INTEGER NOT NULL,
+        at_ns       INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_keys_by_time ON idempotency_keys (at_ns);
+    INSERT INTO meta (key, value) VALUES ('idempotency_keys', 0);
+    ",
 ];
 
 /// The histograms and their layouts, as stored in `histogram_buckets`.

@@ -7,9 +7,10 @@
 //! store's rows back to, a [`Source`].
 
 use crate::error::{DurableError, StoreError, StoreErrorKind};
-use crate::model::changes::{Changes, Checkpoint};
+use crate::event::IdempotencyKey;
+use crate::model::changes::{Changes, Checkpoint, Keyed};
 use crate::model::delta::Delta;
-use crate::store::db::Db;
+use crate::store::db::{Db, KeyedBatch};
 use crate::store::files::FileId;
 use crate::store::health::StoreHealth;
 use crate::store::options::StoreOptions;
@@ -42,7 +43,10 @@ struct Request {
     delta: Delta,
     /// Requests with checkpoints are committed on their own.
     checkpoints: Vec<Checkpoint>,
-    reply: mpsc::SyncSender<Result<(), DurableError>>,
+    /// The batch's idempotency key and how many events it records: written with the group
+    /// unless the key was claimed already.
+    key: Option<(IdempotencyKey, u64)>,
+    reply: mpsc::SyncSender<Result<Keyed, DurableError>>,
 }
 
 #[derive(Default)]
@@ -190,6 +194,27 @@ impl Writer {
         delta: Delta,
         checkpoints: Vec<Checkpoint>,
     ) -> Result<(), DurableError> {
+        self.request(delta, checkpoints, None).map(drop)
+    }
+
+    /// Like [`Writer::commit`], for a batch of `accepted` events sent with `key`: written, with
+    /// its key, only if the key was not claimed within the window (by any process, or by a batch
+    /// of the same commit).
+    pub(crate) fn commit_keyed(
+        &self,
+        delta: Delta,
+        key: IdempotencyKey,
+        accepted: u64,
+    ) -> Result<Keyed, DurableError> {
+        self.request(delta, Vec::new(), Some((key, accepted)))
+    }
+
+    fn request(
+        &self,
+        delta: Delta,
+        checkpoints: Vec<Checkpoint>,
+        key: Option<(IdempotencyKey, u64)>,
+    ) -> Result<Keyed, DurableError> {
         let (reply, done) = mpsc::sync_channel(1);
         {
             let mut q = lock(&self.shared.queue);
@@ -199,6 +224,7 @@ impl Writer {
             q.requests.push(Request {
                 delta,
                 checkpoints,
+                key,
                 reply,
             });
         }
@@ -311,7 +337,7 @@ fn sync(
                 failed = Some(e.clone());
             }
         }
-        let _ = request.reply.send(reply);
+        let _ = request.reply.send(reply.map(|()| Keyed::Recorded));
     }
 }
 
@@ -356,40 +382,64 @@ fn sync_group(
     };
     let mut delta = taken.clone();
     let mut replies = Vec::with_capacity(requests.len());
+    let mut keyed = Vec::new();
+    let mut keyed_replies = Vec::new();
     for r in requests {
-        delta.merge(r.delta);
-        replies.push(r.reply);
+        match r.key {
+            None => {
+                delta.merge(r.delta);
+                replies.push(r.reply);
+            }
+            Some((key, accepted)) => {
+                keyed.push(KeyedBatch {
+                    key,
+                    accepted,
+                    delta: r.delta,
+                });
+                keyed_replies.push(r.reply);
+            }
+        }
     }
 
     let result = opened.and_then(|_| {
         let Some(db) = conn.db.as_mut() else {
             unreachable!("opened above");
         };
-        if delta.is_empty() {
-            db.poll()
+        if delta.is_empty() && keyed.is_empty() {
+            db.poll().map(|c| (c, Vec::new()))
         } else {
-            // Without checkpoints to move, the commit is never refused.
-            db.commit_checked(&delta, &[], prune).map(Result::ok)
+            // Without checkpoints to move, the commit is never refused; a keyed batch whose
+            // key was claimed is left out of it.
+            db.commit_keyed(&delta, &keyed, now, prune)
+                .map(|(changes, outcomes)| (Some(changes), outcomes))
         }
     });
 
-    let reply = match result {
-        Ok(changes) => {
+    let (reply, outcomes) = match result {
+        Ok((changes, outcomes)) => {
             if let Some(changes) = changes {
                 source.apply_changes(changes, now);
             }
             lock(&shared.health).succeeded(now);
-            Ok(())
+            (Ok(()), outcomes)
         }
         Err(e) => {
             source.restore_unflushed(taken);
             lock(&shared.health).failed(&e, now);
             conn.failed(&e);
-            Err(DurableError::Store(e))
+            (Err(DurableError::Store(e)), Vec::new())
         }
     };
     for r in replies {
-        let _ = r.send(reply.clone());
+        let _ = r.send(reply.clone().map(|()| Keyed::Recorded));
+    }
+    for (i, r) in keyed_replies.into_iter().enumerate() {
+        let outcome = match (&reply, outcomes.get(i)) {
+            (Ok(()), Some(outcome)) => Ok(*outcome),
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), None) => Err(DurableError::Closed),
+        };
+        let _ = r.send(outcome);
     }
     reply
 }
@@ -583,6 +633,7 @@ mod tests {
             let request = Request {
                 delta,
                 checkpoints,
+                key: None,
                 reply,
             };
             (request, done)
@@ -606,9 +657,9 @@ mod tests {
             vec![moved, a, checked, b],
         );
 
-        assert_eq!(a_done.recv().expect("reply"), Ok(()));
-        assert_eq!(b_done.recv().expect("reply"), Ok(()));
-        assert_eq!(checked_done.recv().expect("reply"), Ok(()));
+        assert_eq!(a_done.recv().expect("reply"), Ok(Keyed::Recorded));
+        assert_eq!(b_done.recv().expect("reply"), Ok(Keyed::Recorded));
+        assert_eq!(checked_done.recv().expect("reply"), Ok(Keyed::Recorded));
         assert_eq!(
             moved_done.recv().expect("reply"),
             Err(DurableError::CheckpointMoved {
@@ -621,6 +672,47 @@ mod tests {
             (13, 2),
             "one commit for the group, one for the checked batch, none for the refused one"
         );
+    }
+
+    #[test]
+    fn keyed_batches_join_the_group_and_a_key_twice_records_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = options(&dir.path().join("m.db"));
+        let writer = Writer::new(options.clone());
+        let source = FakeSource::default();
+        let mut conn = Conn {
+            db: Some(Db::open(&options).expect("opened")),
+            ..Conn::default()
+        };
+        let request = |delta, key: Option<&str>| {
+            let (reply, done) = mpsc::sync_channel(1);
+            let key = key.map(|k| (IdempotencyKey::new(k).expect("valid"), 2));
+            let request = Request {
+                delta,
+                checkpoints: Vec::new(),
+                key,
+                reply,
+            };
+            (request, done)
+        };
+        let (first, first_done) = request(Delta::of_facts(10, 2), Some("k"));
+        let (plain, plain_done) = request(Delta::of_facts(10, 1), None);
+        let (twin, twin_done) = request(Delta::of_facts(10, 2), Some("k"));
+        sync(
+            &source,
+            &writer.shared,
+            &mut conn,
+            true,
+            vec![first, plain, twin],
+        );
+        assert_eq!(first_done.recv().expect("reply"), Ok(Keyed::Recorded));
+        assert_eq!(plain_done.recv().expect("reply"), Ok(Keyed::Recorded));
+        assert!(matches!(
+            twin_done.recv().expect("reply"),
+            Ok(Keyed::Replayed { accepted: 2, .. })
+        ));
+        drop(conn);
+        assert_eq!(stored(&options), (3, 1), "one commit, the twin left out");
     }
 
     #[test]

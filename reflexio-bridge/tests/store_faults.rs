@@ -177,3 +177,43 @@ fn junk_locks_filling_the_table_never_make_real_events_refused() {
     assert_eq!(s["reflexio_active_locks"], 1024.0);
     assert_eq!(s["reflexio_evicted_locks_total"], 1.0);
 }
+
+#[test]
+fn junk_locks_naming_a_live_process_of_the_bridges_host_never_block_real_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let bridge = Bridge::start(&["--store", store.to_str().expect("path")]);
+    let json = "application/json";
+    // pid 1 is alive on every host, and the host is the bridge's own: never evictable by age.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let junk: Vec<Value> = (0..1024)
+        .map(|i| {
+            json!({"type": "lock_acquired", "name": format!("junk{i:04}"), "holder": "x",
+                   "pid": 1, "host": host.trim()})
+        })
+        .collect();
+    assert_eq!(
+        bridge.post(Value::Array(junk).to_string(), json, None).0,
+        202
+    );
+    for round in 0..3 {
+        let real = json!([
+            fact(false, 0.97),
+            {"type": "lock_acquired", "name": format!("daily_digest{round}"), "holder": "worker-1",
+             "pid": std::process::id(), "host": host.trim()}
+        ]);
+        let (status, body) = bridge.post(real.to_string(), json, None);
+        assert_eq!(status, 202, "round {round}: {body}");
+    }
+    let s = bridge.scrape();
+    assert_eq!(s["reflexio_facts_total"], 3.0);
+    assert_eq!(s["reflexio_active_locks"], 1024.0);
+    assert_eq!(s["reflexio_evicted_locks_total"], 3.0);
+    assert!(
+        bridge
+            .log_text()
+            .contains("evicted the lock held longest to make room"),
+        "{}",
+        bridge.log_text()
+    );
+}

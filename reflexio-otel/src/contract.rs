@@ -459,7 +459,7 @@ spec!(
     Counter,
     "{lock}",
     [],
-    "Locks evicted: held past the eviction age (default 24 times the stale threshold), or held longest when the lock table was full, by a holder not known to be alive."
+    "Locks evicted: held past the eviction age (default 24 times the stale threshold) by a holder not known to be alive, or held longest when the lock table was full (a holder not known to be alive first)."
 );
 
 spec!(

@@ -44,8 +44,9 @@ pub enum RecordError {
         /// The holder.
         holder: Name,
     },
-    /// As many locks as the limit allows are held already.
-    #[error("{limit} locks are held already, the most the recorder tracks")]
+    /// The batch alone takes more locks than the recorder tracks (every other lock makes room
+    /// for a new one).
+    #[error("the batch takes more than {limit} locks, the most the recorder tracks")]
     TooManyLocks {
         /// The limit.
         limit: usize,
@@ -81,12 +82,6 @@ pub enum DurableError {
     CheckpointMoved {
         /// The checkpoint.
         key: String,
-    },
-    /// Every lock slot is held by a live process.
-    #[error("{limit} locks are held already")]
-    TooManyLocks {
-        /// The limit.
-        limit: usize,
     },
     /// The batch could not be committed.
     #[error(transparent)]

@@ -71,7 +71,7 @@ impl RecorderBuilder {
     /// How long a lock may be held by a holder not known to be alive (no pid and host, another
     /// host, or a process of this host that is gone) before it is evicted: released, and
     /// counted in `reflexio_evicted_locks_total`. A lock whose holder is a live process of this
-    /// host is never evicted. Default: 24 times [`RecorderBuilder::stale_lock_after`] (1 day).
+    /// host is never evicted by age (see [`RecorderBuilder::max_locks`]). Default: 24 times [`RecorderBuilder::stale_lock_after`] (1 day).
     pub fn evict_locks_after(mut self, after: Duration) -> Self {
         self.evict_locks_after = Some(after);
         self
@@ -107,9 +107,9 @@ impl RecorderBuilder {
     }
 
     /// Locks tracked at once. Acquiring one more evicts the lock held longest by a holder not
-    /// known to be alive; if every holder is a live process of this host, it is refused
-    /// ([`RecordError::TooManyLocks`], or the retryable [`DurableError::TooManyLocks`] for a
-    /// durable batch). Default: 1024.
+    /// known to be alive, or, if every holder is a live process of this host, the lock held
+    /// longest; only a batch that alone takes more locks than this is refused
+    /// ([`RecordError::TooManyLocks`]). Default: 1024.
     pub fn max_locks(mut self, max: usize) -> Self {
         self.limits.max_locks = max;
         self

@@ -4,8 +4,8 @@
 
 use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
-    Clock, DurableError, Event, Fact, LockEvent, ManualClock, PrometheusPipeline, Recorder,
-    RetentionRun, StoreErrorKind, StoreOptions,
+    Clock, DurableError, Event, Fact, LockEvent, ManualClock, PrometheusPipeline, RecordError,
+    Recorder, RetentionRun, StoreErrorKind, StoreOptions,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -585,7 +585,8 @@ fn a_full_lock_table_never_refuses_the_rest_of_a_batch_for_good() {
         "the oldest went"
     );
 
-    // Every slot held by a live process: the batch is refused as retryable, not as invalid.
+    // Every slot held by a live process: the longest held of them makes room.
+    clock.advance(Duration::from_secs(60));
     let live: Vec<_> = (0..3)
         .map(|i| {
             let l = LockEvent::for_this_process(&format!("live{i}"), "y").expect("valid");
@@ -593,6 +594,7 @@ fn a_full_lock_table_never_refuses_the_rest_of_a_batch_for_good() {
         })
         .collect();
     a.record_durable(&live).expect("committed");
+    clock.advance(Duration::from_secs(60));
     let batch = [
         (Event::Fact(fact()), None),
         (
@@ -600,16 +602,32 @@ fn a_full_lock_table_never_refuses_the_rest_of_a_batch_for_good() {
             None,
         ),
     ];
-    assert_eq!(
-        a.record_durable(&batch),
-        Err(DurableError::TooManyLocks { limit: 4 })
-    );
+    a.record_durable(&batch)
+        .expect("a table of live holders never blocks a new lock");
     let s = a.snapshot();
+    assert_eq!((s.totals.facts, s.locks.active, s.locks.evicted), (2, 4, 5));
+    let held: Vec<String> = a
+        .held_locks()
+        .iter()
+        .map(|(l, _)| l.name.as_str().to_owned())
+        .collect();
     assert_eq!(
-        (s.totals.facts, s.locks.evicted),
-        (1, 4),
-        "nothing of it recorded"
+        held,
+        ["live0", "live1", "live2", "one_more"],
+        "the longest held went"
     );
+    // A batch that alone takes more locks than are tracked is the batch's fault.
+    let too_many: Vec<_> = (0..5)
+        .map(|i| (Event::LockAcquired(lock(&format!("many{i}"), "w")), None))
+        .collect();
+    assert!(matches!(
+        a.record_durable(&too_many),
+        Err(DurableError::Invalid {
+            index: 4,
+            error: RecordError::TooManyLocks { limit: 4 }
+        })
+    ));
+    assert_eq!(a.snapshot().locks.evicted, 5, "nothing of it recorded");
 }
 
 #[test]

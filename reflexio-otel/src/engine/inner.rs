@@ -260,8 +260,7 @@ impl Engine {
                 _ => None,
             }))
             .map_err(|(i, c)| match (&events[i].0, c) {
-                // Every lock held by a live process: retryable, not the batch's fault.
-                (_, LockConflict::Full { limit }) => DurableError::TooManyLocks { limit },
+                // The batch alone takes more locks than are tracked: its own fault.
                 (Event::LockAcquired(l) | Event::LockReleased(l), c) => invalid(i, conflict(c, l)),
                 _ => invalid(i, RecordError::BeforeEpoch),
             })?;

@@ -8,10 +8,12 @@
 //! beside what it fills in: this process's id and this host's name.
 //!
 //! A lock whose holder is not known to be alive (no pid and host, another host, or a process
-//! of this host that is gone) is evicted once held longer than the eviction age, and the one of
-//! them held longest makes room when the registry is full and another lock is taken. The
-//! registry remembers the locks it evicted lately, so that a late release of one is accepted
-//! (and changes nothing) instead of refusing the events that came with it.
+//! of this host that is gone) is evicted once held longer than the eviction age. When the
+//! registry is full and another lock is taken, the lock held longest makes room: one whose
+//! holder is not known to be alive if there is one, else one of a live process (a full table of
+//! live holders is junk or a leak, and must not block the locks taken after it). The registry
+//! remembers the locks it evicted lately, so that a late release of one is accepted (and changes
+//! nothing) instead of refusing the events that came with it.
 
 use crate::event::{LockEvent, Name, ValueError};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -55,7 +57,7 @@ impl HeldLock {
     }
 
     /// Whether its holder is a process of this host that is alive: the only holders whose
-    /// locks are never evicted.
+    /// locks are never evicted by age, and the last to make room in a full registry.
     fn holder_is_known_alive(&self) -> bool {
         match (self.pid, &self.host) {
             (Some(pid), Some(host)) if Some(host) == this_host() => process_is_alive(pid),
@@ -236,19 +238,20 @@ impl LockRegistry {
     }
 
     /// Up to `n` held locks that may be evicted to make room, none of them in `exclude`: those
-    /// whose holder is not known to be alive, the one held longest first.
+    /// whose holder is not known to be alive first, then those of live processes, the one held
+    /// longest first in each.
     fn victims(&self, n: usize, exclude: &BTreeSet<Key>) -> Vec<Key> {
-        let mut candidates: Vec<&HeldLock> = self
+        let mut candidates: Vec<(bool, &HeldLock)> = self
             .held
             .iter()
-            .filter(|(k, l)| !exclude.contains(*k) && !l.holder_is_known_alive())
-            .map(|(_, l)| l)
+            .filter(|(k, _)| !exclude.contains(*k))
+            .map(|(_, l)| (l.holder_is_known_alive(), l))
             .collect();
-        candidates.sort_by_key(|l| l.acquired_at);
+        candidates.sort_by_key(|(alive, l)| (*alive, l.acquired_at));
         candidates
             .into_iter()
             .take(n)
-            .map(|l| (l.name.clone(), l.holder.clone()))
+            .map(|(_, l)| (l.name.clone(), l.holder.clone()))
             .collect()
     }
 
@@ -266,12 +269,17 @@ impl LockRegistry {
 
     fn evict(&mut self, k: &Key) {
         if let Some(lock) = self.held.remove(k) {
+            let why = if lock.holder_is_known_alive() {
+                "evicted the lock held longest to make room: every held lock's holder is alive"
+            } else {
+                "evicted a lock whose holder is not known to be alive"
+            };
             tracing::warn!(
                 lock = %lock.name,
                 holder = %lock.holder,
                 pid = lock.pid,
                 host = lock.host.as_ref().map(Name::as_str),
-                "evicted a lock whose holder is not known to be alive"
+                "{why}"
             );
             self.evictions += 1;
             if self.evicted.len() >= self.limit.max(1) {
@@ -356,16 +364,12 @@ mod tests {
         assert!(reg.acquire(&a, t0).is_ok());
         assert_eq!(reg.acquire(&a, t0), Err(LockConflict::AlreadyHeld));
         assert!(reg.acquire(&b, t0 + hour).is_ok());
-        assert_eq!(
-            reg.acquire(&c, t0),
-            Err(LockConflict::Full { limit: 2 }),
-            "every holder is alive: no room"
-        );
         assert_eq!(reg.counts(t0 + hour, hour), (2, 0));
         assert_eq!(reg.counts(t0 + hour + Duration::from_secs(1), hour), (2, 1));
         assert!(reg.release(&a).is_ok());
         assert_eq!(reg.release(&a), Err(LockConflict::NotHeld));
         assert_eq!(reg.counts(t0 + 3 * hour, hour), (1, 1));
+        assert!(reg.acquire(&c, t0).is_ok());
     }
 
     #[test]
@@ -510,9 +514,41 @@ mod tests {
             Ok(1),
             "d makes room; c is the sequence's own"
         );
-        let mut live = LockRegistry::new(1);
-        live.acquire(&alive, t0).expect("acquired");
-        assert_eq!(live.acquire(&d, t0), Err(LockConflict::Full { limit: 1 }));
+    }
+
+    #[test]
+    fn a_registry_full_of_live_holders_evicts_the_longest_held_of_them() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut reg = LockRegistry::new(2);
+        // Junk that names a live process of this host (pid 1 is always alive).
+        let mut junk = Vec::new();
+        for (i, name) in ["junk0", "junk1"].into_iter().enumerate() {
+            let mut l = LockEvent::new(name, "x").expect("valid");
+            l.pid = Some(1);
+            l.host = this_host().cloned();
+            reg.acquire(&l, t0 + Duration::from_secs(i as u64))
+                .expect("acquired");
+            junk.push(l);
+        }
+        let real = LockEvent::for_this_process("daily_digest", "w").expect("valid");
+        let (_, evicted) = reg
+            .acquire(&real, t0 + Duration::from_secs(60))
+            .expect("a full table of live holders never blocks a new lock");
+        assert_eq!(evicted, [key(&junk[0])], "the longest held goes");
+        assert_eq!((reg.held().count(), reg.evictions()), (2, 1));
+        assert_eq!(
+            reg.release(&junk[0]),
+            Ok(None),
+            "a late release is accepted"
+        );
+        // Only a sequence that alone needs more locks than the registry holds is refused.
+        let a = LockEvent::new("a", "w").expect("valid");
+        let b = LockEvent::new("b", "w").expect("valid");
+        let c = LockEvent::new("c", "w").expect("valid");
+        assert_eq!(
+            reg.check_sequence([(0, &a, true), (1, &b, true), (2, &c, true)]),
+            Err((2, LockConflict::Full { limit: 2 }))
+        );
     }
 
     #[test]

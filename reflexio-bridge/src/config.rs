@@ -1060,9 +1060,9 @@ fn env_bool(var: &str, env: &impl Fn(&str) -> Option<String>) -> Result<Option<b
 }
 
 /// The push is cumulative, always. Counters continue from the store across restarts, and the
-/// SDK gives every series the process's start as its start time (an exporter cannot change
-/// it: `ResourceMetrics` is read-only), so the first delta after a restart would be the whole
-/// lifetime total.
+/// SDK gives every series the process's start as its start time (a wrapper around its OTLP
+/// exporters cannot change it: they take the SDK's `ResourceMetrics`, which cannot be changed),
+/// so the first delta after a restart would be the whole lifetime total.
 fn check_temporality(env: &impl Fn(&str) -> Option<String>) -> Result<(), UsageError> {
     const VAR: &str = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE";
     let Some(value) = env(VAR).filter(|v| !v.trim().is_empty()) else {

@@ -1,6 +1,6 @@
 //! The real binary when its store goes away or is damaged while it runs (ingest is refused with
 //! 503, `/readyz` says why, nothing acknowledged is lost, and it recovers once the store is
-//! usable again), and when junk fills its lock table.
+//! usable again), when junk fills its lock table, and when it cannot read the store at start.
 
 mod common;
 
@@ -216,4 +216,46 @@ fn junk_locks_naming_a_live_process_of_the_bridges_host_never_block_real_events(
         "{}",
         bridge.log_text()
     );
+}
+
+#[test]
+fn a_store_it_cannot_read_at_start_exports_no_counts_until_it_can() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("metrics.db");
+    let args = ["--store", store.to_str().expect("path")];
+    let bridge = Bridge::start(&args);
+    let (status, body) = bridge.post(batch(7), "application/json", None);
+    assert_eq!(status, 202, "{body}");
+    assert!(bridge.terminate().success());
+    // Written by a later version, say: a schema this one does not know.
+    let conn = rusqlite::Connection::open(&store).expect("open");
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    conn.execute_batch("PRAGMA user_version = 999")
+        .expect("bump");
+    drop(conn);
+
+    let bridge = Bridge::start(&args);
+    let s = bridge.scrape();
+    assert_eq!(s.get("reflexio_store_healthy"), Some(&0.0), "{s:?}");
+    for name in ["reflexio_facts_total", "reflexio_transcriptions_total"] {
+        assert!(!s.contains_key(name), "{name} exported as 0: {s:?}");
+    }
+    assert_eq!(readiness(&bridge), (503, "incompatible".to_owned()));
+    assert!(bridge.terminate().success());
+
+    // Given back its own schema, the store's totals are exported again: no reset to 0.
+    let conn = rusqlite::Connection::open(&store).expect("open");
+    conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+        .expect("restore");
+    drop(conn);
+    let bridge = Bridge::start(&args);
+    assert!(
+        eventually(WAIT, || bridge.scrape().get("reflexio_facts_total")
+            == Some(&7.0)),
+        "{:?}",
+        bridge.scrape()
+    );
+    assert_eq!(stored_facts(&store), 7);
 }

@@ -593,7 +593,7 @@ spec!(
     Counter,
     "{row}",
     [SOURCE_LABEL],
-    "Rows of the application's database counted, by table: recorded at their time, or (older than 7 days) in the totals only."
+    "Rows of the application's database counted, by table: recorded at their time, or (older than 7 days, or without a usable time) in the totals only."
 );
 spec!(
     LEGACY_TIMESTAMP_ERRORS,
@@ -602,7 +602,7 @@ spec!(
     Counter,
     "{row}",
     [SOURCE_LABEL],
-    "Rows not counted because their time is NULL or unparseable, by table."
+    "Rows whose time is NULL or unparseable, by table: counted in the totals only, in no window."
 );
 spec!(
     LEGACY_INVALID_VALUES,

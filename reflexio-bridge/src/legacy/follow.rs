@@ -59,7 +59,8 @@ pub struct Counts {
     pub too_old: u64,
     /// Of those, rows more than [`MAX_AHEAD`] ahead of the clock: counted at the poll's time.
     pub ahead: u64,
-    /// Rows not counted because their time is NULL or unparseable.
+    /// Of those, rows whose time is NULL or unparseable: counted in the totals only, in no
+    /// window.
     pub timestamp_errors: u64,
     /// Values left out of recorded rows because they were invalid.
     pub invalid_values: u64,
@@ -195,10 +196,13 @@ struct BadTimes {
 impl BadTimes {
     fn log(&self, table: Table) {
         for (bad, problem) in [
-            (&self.null, "rows without a time skipped"),
+            (
+                &self.null,
+                "rows without a time counted in the totals only, in no window",
+            ),
             (
                 &self.unparseable,
-                "rows whose time is in no known format skipped",
+                "rows whose time is in no known format counted in the totals only, in no window",
             ),
             (
                 &self.ahead,
@@ -388,14 +392,23 @@ impl Follower {
                                 }
                                 // Whether it was counted before cannot be told without a time.
                                 (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
-                                (Err(BadTimestamp::Null), None) => {
+                                // Without a time: in the totals, in no window.
+                                (Err(error), None) => {
+                                    counts.recorded += 1;
+                                    counts.invalid_values += u64::from(row.invalid_values);
                                     counts.timestamp_errors += 1;
-                                    bad.null.add(row.rowid, || "NULL".into());
-                                }
-                                (Err(BadTimestamp::Unparseable), None) => {
-                                    counts.timestamp_errors += 1;
-                                    let raw = row.bad_time.unwrap_or_default();
-                                    bad.unparseable.add(row.rowid, || raw);
+                                    history
+                                        .add(&row.event, 1)
+                                        .unwrap_or_else(|_| unreachable!("rows are counts"));
+                                    match error {
+                                        BadTimestamp::Null => {
+                                            bad.null.add(row.rowid, || "NULL".into());
+                                        }
+                                        BadTimestamp::Unparseable => {
+                                            let raw = row.bad_time.unwrap_or_default();
+                                            bad.unparseable.add(row.rowid, || raw);
+                                        }
+                                    }
                                 }
                             }
                         })?;

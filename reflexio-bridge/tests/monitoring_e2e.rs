@@ -8,6 +8,8 @@
 //!   scraping them with the shipped rules and remote-writing to VictoriaMetrics, a Prometheus
 //!   agent writing to a central Prometheus, and two "datacenter" Prometheus servers federated
 //!   by a global one. The fleet figures equal the pooled truth exactly on each.
+//! - The shipped Alertmanager configuration pages once for a breach that the fleet alerts of a
+//!   datacenter and of the global Prometheus both see.
 
 mod common;
 
@@ -1127,3 +1129,94 @@ fn fleet_figures_are_exact_on_every_engine_and_push_and_federation_work() {
     }
 }
 
+/// The labels of a Reflexio hallucination-rate alert of `scope` (`fleet` or `instance`) from
+/// the Prometheus of `dc`.
+fn hallucination_alert(scope: &str, dc: &str, instance: Option<&str>) -> Value {
+    let mut labels = json!({
+        "alertname": if scope == "fleet" { "FleetHighHallucinationRate" } else { "HighHallucinationRate" },
+        "service": "reflexio",
+        "severity": "critical",
+        "slo": "hallucination_rate",
+        "scope": scope,
+        "dc": dc,
+    });
+    if let Some(instance) = instance {
+        labels["instance"] = json!(instance);
+    }
+    json!({ "labels": labels })
+}
+
+#[test]
+fn the_shipped_alertmanager_pages_once_for_a_breach_seen_in_a_datacenter_and_globally() {
+    let shipped = docs().join("alertmanager.yml");
+    let am = Server::start("prometheus-alertmanager", move |port, dir| {
+        vec![
+            format!("--config.file={}", shipped.display()),
+            format!("--storage.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".into(),
+        ]
+    });
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{}/api/v2/alerts", am.port);
+    let post = |alerts: Value| {
+        let status = http.post(&url).json(&alerts).send().expect("POST").status();
+        assert_eq!(status, 200);
+    };
+    // (alertname, dc, instance) -> state, `active` or `suppressed`.
+    let states = || -> Vec<(String, String, String, String)> {
+        let alerts: Vec<Value> = http
+            .get(&url)
+            .send()
+            .and_then(|r| r.json())
+            .expect("alerts");
+        let mut out: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                let label = |k: &str| a["labels"][k].as_str().unwrap_or("").to_owned();
+                let state = a["status"]["state"].as_str().unwrap_or("").to_owned();
+                (label("alertname"), label("dc"), label("instance"), state)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let row = |name: &str, dc: &str, instance: &str, state: &str| {
+        (name.into(), dc.into(), instance.into(), state.into())
+    };
+
+    // Only the pooled figures breach: the global fleet alert pages; a bridge's own alert in
+    // another datacenter is not its business.
+    post(json!([
+        hallucination_alert("fleet", "global", None),
+        hallucination_alert("instance", "dc2", Some("c:8000")),
+    ]));
+    let mut seen = Vec::new();
+    let expected = vec![
+        row("FleetHighHallucinationRate", "global", "", "active"),
+        row("HighHallucinationRate", "dc2", "c:8000", "active"),
+    ];
+    let settled = eventually(Duration::from_secs(15), || {
+        seen = states();
+        seen == expected
+    });
+    assert!(settled, "{seen:?}\n{}", am.log());
+
+    // dc1 breaches as a fleet: its fleet alert pages, naming dc1; the global one and dc1's
+    // per-instance one are held back.
+    post(json!([
+        hallucination_alert("fleet", "dc1", None),
+        hallucination_alert("instance", "dc1", Some("a:8000")),
+    ]));
+    let expected = vec![
+        row("FleetHighHallucinationRate", "dc1", "", "active"),
+        row("FleetHighHallucinationRate", "global", "", "suppressed"),
+        row("HighHallucinationRate", "dc1", "a:8000", "suppressed"),
+        row("HighHallucinationRate", "dc2", "c:8000", "active"),
+    ];
+    let settled = eventually(Duration::from_secs(15), || {
+        seen = states();
+        seen == expected
+    });
+    assert!(settled, "{seen:?}\n{}", am.log());
+}

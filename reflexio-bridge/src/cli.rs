@@ -116,8 +116,8 @@ pub(crate) struct ServeArgs {
     /// A web configuration file in the format of Prometheus' exporter-toolkit
     /// (`--web.config.file`): `tls_server_config` (HTTPS, client certificates),
     /// `basic_auth_users` (bcrypt), `http_server_config.headers` and `rate_limit`. Reloaded when
-    /// it or its certificate files change.
-    #[arg(long, value_name = "PATH", env = "REFLEXIO_BRIDGE_WEB_CONFIG_FILE")]
+    /// it or its certificate files change [env: REFLEXIO_BRIDGE_WEB_CONFIG_FILE].
+    #[arg(long, value_name = "PATH")]
     pub(crate) web_config_file: Option<PathBuf>,
 
     /// Serve /metrics/prometheus without the token.

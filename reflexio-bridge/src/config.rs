@@ -239,6 +239,9 @@ pub(crate) const RETENTION_TABLES: [&str; 3] = ["transcriptions", "facts", "dige
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_INGEST_BODIES: usize = 32;
 const MAX_MAX_INGEST_BODIES: usize = 65_536;
+/// The environment variable naming the web configuration file (read here, not by clap, so
+/// that an error names it).
+const WEB_CONFIG_FILE_VAR: &str = "REFLEXIO_BRIDGE_WEB_CONFIG_FILE";
 /// Shorter tokens are warned about at start.
 pub(crate) const MIN_TOKEN_LEN: usize = 16;
 
@@ -587,15 +590,21 @@ impl Config {
                 .map_err(|e| invalid("auth_token_file", Source::File(fp), e))?,
             (None, None) => (None, Vec::new()),
         };
-        let web = match (&args.web_config_file, &file.web_config_file) {
-            (Some(path), _) => {
-                Some(load_web(path).map_err(|e| invalid("--web-config-file", Source::Flag, e))?)
-            }
-            (None, Some(path)) => {
-                Some(load_web(path).map_err(|e| invalid("web_config_file", Source::File(fp), e))?)
-            }
-            (None, None) => None,
-        };
+        let web = pick(
+            args.web_config_file.clone(),
+            &[WEB_CONFIG_FILE_VAR],
+            &env,
+            file.web_config_file.clone(),
+            fp,
+        )
+        .map(|(path, source)| {
+            let setting = match source {
+                Source::File(_) => "web_config_file",
+                Source::Flag | Source::Env(_) => "--web-config-file",
+            };
+            load_web(&path).map_err(|e| invalid(setting, source, e))
+        })
+        .transpose()?;
         let mut warnings = warnings;
         if let Some(web) = &web {
             warnings.extend(web.config.warnings.iter().cloned());
@@ -1324,6 +1333,112 @@ mod tests {
             };
             let err = resolve(args, &[]).expect_err(text);
             assert!(err.0.contains(expected), "{err} lacks {expected}");
+        }
+    }
+
+    #[test]
+    fn the_web_config_file_comes_from_flag_env_or_file_and_a_bad_one_names_its_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, "rate_limit:\n  interval: 1s\n  burst: 5\n").expect("write");
+        let other = dir.path().join("other.yml");
+        std::fs::write(&other, "rate_limit:\n  interval: 2s\n  burst: 1\n").expect("write");
+        let file = dir.path().join("bridge.toml");
+        let toml_of = |path: &Path| format!("web_config_file = \"{}\"\n", path.display());
+        std::fs::write(&file, toml_of(&web)).expect("write");
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let loaded = |c: Config| {
+            let web = c.web.expect("a web configuration");
+            (
+                web.path,
+                web.config.rate_limit.map(|r| (r.interval, r.burst)),
+            )
+        };
+        let one_s = Some((Duration::from_secs(1), 5));
+        let two_s = Some((Duration::from_secs(2), 1));
+        assert_eq!(
+            loaded(resolve(from_file.clone(), &[]).expect("valid")),
+            (web.clone(), one_s)
+        );
+        let env_path = other.to_str().expect("utf-8");
+        let from_env = [(WEB_CONFIG_FILE_VAR, env_path)];
+        assert_eq!(
+            loaded(resolve(ServeArgs::default(), &from_env).expect("valid")),
+            (other.clone(), two_s)
+        );
+        // The environment wins over the file, the flag over both.
+        assert_eq!(
+            loaded(resolve(from_file.clone(), &from_env).expect("valid")),
+            (other.clone(), two_s)
+        );
+        let flag = ServeArgs {
+            web_config_file: Some(web.clone()),
+            ..from_file.clone()
+        };
+        assert_eq!(
+            loaded(resolve(flag, &from_env).expect("valid")),
+            (web.clone(), one_s)
+        );
+        assert_eq!(
+            resolve(ServeArgs::default(), &[])
+                .expect("valid")
+                .web
+                .map(|w| w.path),
+            None
+        );
+
+        // A bad file stops the bridge (a UsageError: exit code 2) naming the setting, where it
+        // was given, the file and the key.
+        let bad = dir.path().join("bad.yml");
+        std::fs::write(&bad, "tls_server_config:\n  cert_fle: x\n").expect("write");
+        let bad_path = bad.to_str().expect("utf-8");
+        std::fs::write(&file, toml_of(&bad)).expect("write");
+        let key = "`tls_server_config.cert_fle`: unknown key";
+        let cases = [
+            (
+                ServeArgs {
+                    config: Some(file.clone()),
+                    ..ServeArgs::default()
+                },
+                vec![],
+                format!(
+                    "invalid web_config_file (in {}): {bad_path}: {key}",
+                    file.display()
+                ),
+            ),
+            (
+                ServeArgs::default(),
+                vec![(WEB_CONFIG_FILE_VAR, bad_path)],
+                format!(
+                    "invalid --web-config-file (in REFLEXIO_BRIDGE_WEB_CONFIG_FILE): {bad_path}: \
+                     {key}"
+                ),
+            ),
+            (
+                ServeArgs {
+                    web_config_file: Some(bad.clone()),
+                    ..ServeArgs::default()
+                },
+                vec![],
+                format!("invalid --web-config-file (on the command line): {bad_path}: {key}"),
+            ),
+            (
+                ServeArgs::default(),
+                vec![(WEB_CONFIG_FILE_VAR, "/nonexistent/web.yml")],
+                "invalid --web-config-file (in REFLEXIO_BRIDGE_WEB_CONFIG_FILE): cannot read \
+                 /nonexistent/web.yml"
+                    .to_owned(),
+            ),
+        ];
+        for (args, vars, expected) in cases {
+            let err = resolve(args, &vars).expect_err(&expected);
+            assert!(
+                err.0.starts_with(&expected),
+                "{err} does not start with {expected}"
+            );
         }
     }
 

@@ -479,6 +479,11 @@ fn the_push_and_federation_configurations_load_with_their_rules() {
     let checked = promtool_check_config("prometheus-global.yml", false);
     assert!(checked.contains("SUCCESS: 2 rule files found"), "{checked}");
     let global = yaml("prometheus-global.yml");
+    // Its alerts are told apart from the datacenters' fleet alerts of the same name.
+    assert_eq!(
+        global["global"]["external_labels"]["dc"].as_str(),
+        Some("global")
+    );
     assert_eq!(
         rule_files_of(&global),
         ["reflexio-recording.yml", "reflexio-fleet-alerts.yml"]

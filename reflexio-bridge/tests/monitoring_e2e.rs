@@ -8,6 +8,8 @@
 //!   scraping them with the shipped rules and remote-writing to VictoriaMetrics, a Prometheus
 //!   agent writing to a central Prometheus, and two "datacenter" Prometheus servers federated
 //!   by a global one. The fleet figures equal the pooled truth exactly on each.
+//! - The shipped Alertmanager configuration pages once for a breach that the fleet alerts of a
+//!   datacenter and of the global Prometheus both see.
 
 mod common;
 
@@ -432,126 +434,106 @@ impl Truth {
     }
 
     /// Every fleet figure of the recording rules: (rule, the same pooled from the window
-    /// gauges, its true value, whether it needs the per-bridge numerators of the window
-    /// pooling change). The fractions the test sends are sums of powers of two, so every sum
+    /// gauges, its true value). The fractions the test sends are sums of powers of two, so every sum
     /// is exact in floating point, in any order; the denominators are 2^a 5^b, so every ratio
     /// has a short decimal form, which VictoriaMetrics stores exactly (it keeps 12 significant
     /// digits).
-    fn figures(&self) -> Vec<(&'static str, &'static str, f64, bool)> {
+    fn figures(&self) -> Vec<(&'static str, &'static str, f64)> {
         vec![
             (
                 "reflexio:facts:increase24h",
                 "sum(reflexio_facts_24h)",
                 self.facts,
-                false,
             ),
             (
                 "reflexio:assessed_facts:increase24h",
                 "sum(reflexio_assessed_facts_24h)",
                 self.assessed,
-                false,
             ),
             (
                 "reflexio:hallucinated_facts:increase24h",
                 "sum(reflexio_hallucinated_facts_24h)",
                 self.hallucinated,
-                true,
             ),
             (
                 "reflexio:hallucination_rate:ratio24h",
                 "sum(reflexio_hallucinated_facts_24h) / sum(reflexio_assessed_facts_24h)",
                 self.hallucinated / self.assessed,
-                true,
             ),
             (
                 "reflexio:atomicity_assessed_facts:increase24h",
                 "sum(reflexio_atomicity_assessed_facts_24h)",
                 self.atomicity_assessed,
-                true,
             ),
             (
                 "reflexio:atomicity_violations:increase24h",
                 "sum(reflexio_atomicity_violations_24h)",
                 self.atomicity_violations,
-                false,
             ),
             (
                 "reflexio:atomicity_violation_rate:ratio24h",
                 "sum(reflexio_atomicity_violations_24h) / sum(reflexio_atomicity_assessed_facts_24h)",
                 self.atomicity_violations / self.atomicity_assessed,
-                true,
             ),
             (
                 "reflexio:citation_assessed_facts:increase24h",
                 "sum(reflexio_citation_assessed_facts_24h)",
                 self.citation_assessed,
-                true,
             ),
             (
                 "reflexio:citation_coverage_sum:increase24h",
                 "sum(reflexio_citation_coverage_sum_24h)",
                 self.citation_sum,
-                true,
             ),
             (
                 "reflexio:citation_coverage:mean24h",
                 "sum(reflexio_citation_coverage_sum_24h) / sum(reflexio_citation_assessed_facts_24h)",
                 self.citation_sum / self.citation_assessed,
-                true,
             ),
             (
                 "reflexio:cove_verified_facts:increase24h",
                 "sum(reflexio_cove_verified_facts_24h)",
                 self.cove_verified,
-                false,
             ),
             (
                 "reflexio:cove_confidence_sum:increase24h",
                 "sum(reflexio_cove_confidence_sum_24h)",
                 self.cove_confidence_sum,
-                true,
             ),
             (
                 "reflexio:cove_verification_rounds_sum:increase24h",
                 "sum(reflexio_cove_verification_rounds_sum_24h)",
                 self.cove_rounds_sum,
-                true,
             ),
             (
                 "reflexio:cove_confidence:mean24h",
                 "sum(reflexio_cove_confidence_sum_24h) / sum(reflexio_cove_verified_facts_24h)",
                 self.cove_confidence_sum / self.cove_verified,
-                true,
             ),
             (
                 "reflexio:cove_verification_rounds:mean24h",
                 "sum(reflexio_cove_verification_rounds_sum_24h) / sum(reflexio_cove_verified_facts_24h)",
                 self.cove_rounds_sum / self.cove_verified,
-                true,
             ),
             (
                 "reflexio:retention_operations:increase7d",
                 "sum(reflexio_retention_operations_7d)",
                 self.retention_operations,
-                false,
             ),
             (
                 "reflexio:retention_deleted_records:increase7d",
                 "sum(reflexio_retention_deleted_records_7d)",
                 self.retention_deleted,
-                false,
             ),
             (
                 "reflexio:retention_errors:increase7d",
                 "sum(reflexio_retention_errors_7d)",
                 self.retention_errors,
-                false,
             ),
             (
                 "reflexio:stale_locks:sum",
                 "sum(reflexio_stale_locks)",
                 self.stale_locks,
-                false,
             ),
         ]
     }
@@ -786,40 +768,49 @@ fn check_figures(
     pooled: bool,
     within: Duration,
 ) -> Vec<String> {
-    let wanted: Vec<(String, f64, bool)> = truth
+    let wanted: Vec<(String, f64)> = truth
         .figures()
         .into_iter()
-        .flat_map(|(rule, sum, value, new)| {
+        .flat_map(|(rule, sum, value)| {
             let mut queries = Vec::new();
             if let Some(selector) = recorded {
-                queries.push((format!("{rule}{selector}"), value, new));
+                queries.push((format!("{rule}{selector}"), value));
             }
             if pooled {
-                queries.push((sum.to_owned(), value, new));
+                queries.push((sum.to_owned(), value));
             }
             queries
         })
         .collect();
     let mut got = Vec::new();
     let exact = eventually(within, || {
-        got = wanted.iter().map(|(q, _, _)| first(port, q)).collect();
-        got.iter().zip(&wanted).all(|(g, (_, v, _))| *g == Some(*v))
+        got = wanted.iter().map(|(q, _)| first(port, q)).collect();
+        got.iter().zip(&wanted).all(|(g, (_, v))| *g == Some(*v))
     });
     if exact {
         return Vec::new();
     }
     got.iter()
         .zip(&wanted)
-        .filter(|(g, (_, v, _))| **g != Some(*v))
-        .map(|(g, (q, v, new))| {
-            let waits = if *new {
-                " (needs the per-bridge window numerators)"
-            } else {
-                ""
-            };
-            format!("{engine}: `{q}` = {g:?}, truth {v}{waits}")
-        })
+        .filter(|(g, (_, v))| **g != Some(*v))
+        .map(|(g, (q, v))| format!("{engine}: `{q}` = {g:?}, truth {v}"))
         .collect()
+}
+
+/// `pooled` (sums of window gauges, or a ratio of two) restricted to the datacenter `dc` and
+/// kept apart by it: `sum(g)` becomes `sum by (dc) (g{dc="dc"})`.
+fn per_dc(pooled: &str, dc: &str) -> String {
+    pooled
+        .split(" / ")
+        .map(|part| {
+            let gauge = part
+                .strip_prefix("sum(")
+                .and_then(|g| g.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("not a sum of one gauge: {part}"));
+            format!(r#"sum by (dc) ({gauge}{{dc="{dc}"}})"#)
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 #[test]
@@ -1038,15 +1029,8 @@ fn fleet_figures_are_exact_on_every_engine_and_push_and_federation_work() {
         within,
     ));
     for (dc, truth) in [("dc1", truth_a.add(truth_b)), ("dc2", truth_c)] {
-        for (_, sum, value, new) in truth.figures() {
-            if new {
-                continue; // the recorded checks above cover the new gauges
-            }
-            let gauge = sum
-                .strip_prefix("sum(")
-                .and_then(|g| g.strip_suffix(')'))
-                .expect("a sum of one gauge");
-            let q = format!(r#"sum by (dc) ({gauge}{{dc="{dc}"}})"#);
+        for (_, pooled, value) in truth.figures() {
+            let q = per_dc(pooled, dc);
             let got = first(global.port, &q);
             if got != Some(value) {
                 wrong.push(format!("global, {dc}: `{q}` = {got:?}, truth {value}"));
@@ -1105,9 +1089,7 @@ fn fleet_figures_are_exact_on_every_engine_and_push_and_federation_work() {
     });
     if !fired {
         wrong.push(
-            "prometheus: FleetHighHallucinationRate did not fire for 21 hallucinated of 320 \
-             (needs the per-bridge window numerators)"
-                .into(),
+            "prometheus: FleetHighHallucinationRate did not fire for 21 hallucinated of 320".into(),
         );
     }
     let instance = query(main.port, r#"ALERTS{alertname="HighHallucinationRate"}"#).expect("query");
@@ -1145,4 +1127,96 @@ fn fleet_figures_are_exact_on_every_engine_and_push_and_federation_work() {
         let log = server.log();
         assert!(!log.contains("level=error"), "{log}");
     }
+}
+
+/// The labels of a Reflexio hallucination-rate alert of `scope` (`fleet` or `instance`) from
+/// the Prometheus of `dc`.
+fn hallucination_alert(scope: &str, dc: &str, instance: Option<&str>) -> Value {
+    let mut labels = json!({
+        "alertname": if scope == "fleet" { "FleetHighHallucinationRate" } else { "HighHallucinationRate" },
+        "service": "reflexio",
+        "severity": "critical",
+        "slo": "hallucination_rate",
+        "scope": scope,
+        "dc": dc,
+    });
+    if let Some(instance) = instance {
+        labels["instance"] = json!(instance);
+    }
+    json!({ "labels": labels })
+}
+
+#[test]
+fn the_shipped_alertmanager_pages_once_for_a_breach_seen_in_a_datacenter_and_globally() {
+    let shipped = docs().join("alertmanager.yml");
+    let am = Server::start("prometheus-alertmanager", move |port, dir| {
+        vec![
+            format!("--config.file={}", shipped.display()),
+            format!("--storage.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--cluster.listen-address=".into(),
+        ]
+    });
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{}/api/v2/alerts", am.port);
+    let post = |alerts: Value| {
+        let status = http.post(&url).json(&alerts).send().expect("POST").status();
+        assert_eq!(status, 200);
+    };
+    // (alertname, dc, instance) -> state, `active` or `suppressed`.
+    let states = || -> Vec<(String, String, String, String)> {
+        let alerts: Vec<Value> = http
+            .get(&url)
+            .send()
+            .and_then(|r| r.json())
+            .expect("alerts");
+        let mut out: Vec<_> = alerts
+            .iter()
+            .map(|a| {
+                let label = |k: &str| a["labels"][k].as_str().unwrap_or("").to_owned();
+                let state = a["status"]["state"].as_str().unwrap_or("").to_owned();
+                (label("alertname"), label("dc"), label("instance"), state)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let row = |name: &str, dc: &str, instance: &str, state: &str| {
+        (name.into(), dc.into(), instance.into(), state.into())
+    };
+
+    // Only the pooled figures breach: the global fleet alert pages; a bridge's own alert in
+    // another datacenter is not its business.
+    post(json!([
+        hallucination_alert("fleet", "global", None),
+        hallucination_alert("instance", "dc2", Some("c:8000")),
+    ]));
+    let mut seen = Vec::new();
+    let expected = vec![
+        row("FleetHighHallucinationRate", "global", "", "active"),
+        row("HighHallucinationRate", "dc2", "c:8000", "active"),
+    ];
+    let settled = eventually(Duration::from_secs(15), || {
+        seen = states();
+        seen == expected
+    });
+    assert!(settled, "{seen:?}\n{}", am.log());
+
+    // dc1 breaches as a fleet: its fleet alert pages, naming dc1; the global one and dc1's
+    // per-instance one are held back.
+    post(json!([
+        hallucination_alert("fleet", "dc1", None),
+        hallucination_alert("instance", "dc1", Some("a:8000")),
+    ]));
+    let expected = vec![
+        row("FleetHighHallucinationRate", "dc1", "", "active"),
+        row("FleetHighHallucinationRate", "global", "", "suppressed"),
+        row("HighHallucinationRate", "dc1", "a:8000", "suppressed"),
+        row("HighHallucinationRate", "dc2", "c:8000", "active"),
+    ];
+    let settled = eventually(Duration::from_secs(15), || {
+        seen = states();
+        seen == expected
+    });
+    assert!(settled, "{seen:?}\n{}", am.log());
 }

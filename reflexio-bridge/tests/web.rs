@@ -1,9 +1,12 @@
 //! The bridge as Prometheus, curl, a browser and a load balancer see it: HTTPS and basic auth
-//! from a web configuration file (scraped by a real Prometheus), certificate rotation, gzip,
-//! HEAD, 405, `/metrics`, the landing page in headless Chromium, and the process and build
-//! metrics checked by `promtool`.
+//! from a web configuration file (scraped by a real Prometheus), client certificates and the
+//! minimum TLS version enforced in real handshakes, certificate rotation, gzip, HEAD, 405,
+//! `/metrics`, the landing page in headless Chromium, and the process and build metrics checked
+//! by `promtool`.
 
 mod common;
+#[path = "../../reflexio-otel/tests/support/promtool.rs"]
+mod promtool;
 
 use common::{Bridge, eventually, fact, free_port, raw_exchange, samples};
 use serde_json::json;
@@ -14,26 +17,52 @@ use std::time::Duration;
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// A certificate authority made for a test: its certificate as PEM, and what signs with it.
+struct Authority {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let pem = params.self_signed(&key).expect("CA").pem();
+        Self {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate for the DNS names `dns` (and 127.0.0.1 for a server), signed by this CA:
+    /// (certificate, key), as PEM.
+    fn sign(&self, dns: &[&str], client: bool) -> (String, String) {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+        let key = KeyPair::generate().expect("key");
+        let names: Vec<String> = dns.iter().map(|d| (*d).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        if client {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        } else {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        }
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A CA, and a server certificate for `localhost` and 127.0.0.1 signed by it, written to `dir`
 /// as `ca.pem`, `cert.pem` and `key.pem` (the last two replaced atomically).
 fn issue(dir: &Path, ca_name: &str) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, ca_name);
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    let cert = params.signed_by(&key, &issuer).expect("signed");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    for (name, text) in [("cert.pem", cert.pem()), ("key.pem", key.serialize_pem())] {
+    let ca = Authority::new(ca_name);
+    let (cert, key) = ca.sign(&["localhost"], false);
+    std::fs::write(dir.join("ca.pem"), &ca.pem).expect("write");
+    for (name, text) in [("cert.pem", cert), ("key.pem", key)] {
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).expect("write");
         std::fs::rename(&tmp, dir.join(name)).expect("rename");
@@ -58,12 +87,22 @@ fn web_config(dir: &Path, extra: &str) -> PathBuf {
 
 /// An HTTPS client trusting only the CA in `ca` (read now).
 fn client(ca: &Path) -> reqwest::blocking::Client {
+    client_with(ca, |b| b)
+}
+
+/// An HTTPS client trusting only the CA in `ca`, with `more` settings.
+fn client_with(
+    ca: &Path,
+    more: impl FnOnce(reqwest::blocking::ClientBuilder) -> reqwest::blocking::ClientBuilder,
+) -> reqwest::blocking::Client {
     let pem = std::fs::read(ca).expect("CA");
-    reqwest::blocking::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA certificates"))
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    more(
+        reqwest::blocking::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("CA certificates"))
+            .timeout(Duration::from_secs(10)),
+    )
+    .build()
+    .expect("client")
 }
 
 fn token_file(dir: &Path) -> PathBuf {
@@ -264,8 +303,11 @@ fn prometheus_scrapes_over_tls_with_basic_auth_from_a_web_config_file() {
         error.as_str().is_some_and(|e| e.contains("HTTPS")),
         "{error}"
     );
-    let (status, _, _) = (with_token.status(), 0, 0);
-    assert_eq!(status, 200, "the bridge still serves TLS after it");
+    let after = https
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .expect("HTTPS after the plain HTTP probe");
+    assert_eq!(after.status(), 200, "the bridge still serves TLS after it");
 }
 
 #[test]
@@ -311,6 +353,105 @@ fn certificates_are_rotated_without_a_restart() {
     });
     assert!(logged, "{}", bridge.log_text());
     assert_eq!(healthz(&new_ca).ok(), Some(200));
+}
+
+/// A bridge serving HTTPS with the `tls_server_config` keys `tls` (besides the certificate and
+/// key of `dir`), without a token or users.
+fn start_tls_only(dir: &Path, tls: &str) -> Bridge {
+    let config = dir.join("web.yml");
+    std::fs::write(
+        &config,
+        format!("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n{tls}"),
+    )
+    .expect("write");
+    let store = dir.join("metrics.db");
+    Bridge::start(&[
+        "--web-config-file",
+        config.to_str().expect("utf-8"),
+        "--store",
+        store.to_str().expect("utf-8"),
+    ])
+}
+
+/// A client certificate and its key, as reqwest takes them.
+fn identity((cert, key): &(String, String)) -> reqwest::Identity {
+    reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).expect("identity")
+}
+
+#[test]
+fn client_certificates_are_verified_in_the_handshake() {
+    use reqwest::tls::Version;
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(dir.path(), "server CA");
+    let clients = Authority::new("client CA");
+    std::fs::write(dir.path().join("client-ca.pem"), &clients.pem).expect("write");
+    let bridge = start_tls_only(
+        dir.path(),
+        "  client_ca_file: client-ca.pem\n  client_auth_type: RequireAndVerifyClientCert\n  \
+         client_allowed_sans: [prometheus.example]\n",
+    );
+    let port = bridge.addr.rsplit(':').next().expect("port");
+    let url = format!("https://localhost:{port}/metrics");
+    let ca = dir.path().join("ca.pem");
+    let prometheus = clients.sign(&["scraper.example", "prometheus.example"], true);
+    let stranger = Authority::new("another CA").sign(&["prometheus.example"], true);
+    let intruder = clients.sign(&["intruder.example"], true);
+    for version in [Version::TLS_1_2, Version::TLS_1_3] {
+        let scrape = |cert: Option<&(String, String)>| {
+            client_with(&ca, |b| {
+                let b = b.tls_version_min(version).tls_version_max(version);
+                match cert {
+                    Some(cert) => b.identity(identity(cert)),
+                    None => b,
+                }
+            })
+            .get(&url)
+            .send()
+            .map(|r| r.status().as_u16())
+        };
+        let admitted = scrape(Some(&prometheus));
+        assert_eq!(
+            admitted.ok(),
+            Some(200),
+            "{version:?}: {}",
+            bridge.log_text()
+        );
+        for (who, cert) in [
+            ("no client certificate", None),
+            ("a certificate of another CA", Some(&stranger)),
+            ("a certificate without an allowed SAN", Some(&intruder)),
+        ] {
+            let refused = scrape(cert);
+            assert!(refused.is_err(), "{version:?}, {who}: {refused:?}");
+        }
+        // The refusals left the listener serving.
+        assert_eq!(scrape(Some(&prometheus)).ok(), Some(200), "{version:?}");
+    }
+}
+
+#[test]
+fn a_minimum_tls_version_refuses_older_clients() {
+    use reqwest::tls::Version;
+    let dir = tempfile::tempdir().expect("tempdir");
+    issue(dir.path(), "server CA");
+    let bridge = start_tls_only(dir.path(), "  min_version: TLS13\n");
+    let port = bridge.addr.rsplit(':').next().expect("port");
+    let ca = dir.path().join("ca.pem");
+    let healthz = |min: Version, max: Version| {
+        client_with(&ca, |b| b.tls_version_min(min).tls_version_max(max))
+            .get(format!("https://localhost:{port}/healthz"))
+            .send()
+            .map(|r| r.status().as_u16())
+    };
+    let old = healthz(Version::TLS_1_2, Version::TLS_1_2);
+    assert!(old.is_err(), "a TLS 1.2 client: {old:?}");
+    assert_eq!(
+        healthz(Version::TLS_1_3, Version::TLS_1_3).ok(),
+        Some(200),
+        "a TLS 1.3 client"
+    );
+    // A client offering both gets TLS 1.3.
+    assert_eq!(healthz(Version::TLS_1_2, Version::TLS_1_3).ok(), Some(200));
 }
 
 #[test]
@@ -543,27 +684,8 @@ fn gzip_head_405_and_metrics_answer_as_exporters_do() {
     ] {
         assert!(build.0.contains(&label), "{} lacks {label}", build.0);
     }
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool must be installed (scripts/test installs it)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(out.status.success(), "{out:?}");
-    assert!(
-        out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let remarks = promtool::check_metrics(&text);
+    assert!(remarks.is_empty(), "promtool: {remarks}");
 }
 
 #[test]

@@ -1,10 +1,13 @@
 """docs/openapi.yaml is the contract: a valid OpenAPI 3.1 document, whose every example the real
-bridge answers as documented, and from which Schemathesis fuzzes the real bridge: no 5xx, every
-error JSON, documented statuses and types, and the scrape unchanged by refused requests."""
+bridge answers as documented, whose refusals (405 with Allow, 408, 429, 431) the real bridge
+answers where documented, whose retryable statuses are exactly what the Python client retries,
+and from which Schemathesis fuzzes the real bridge: no 5xx, every error JSON, documented statuses
+and types, and the scrape unchanged by refused requests."""
 
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -22,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import ROOT, Bridge, parse_exposition
+from reflexio_telemetry._sender import retryable
 
 DOC = ROOT / "docs" / "openapi.yaml"
 SPEC = yaml.safe_load(DOC.read_text())
@@ -58,22 +62,137 @@ def test_the_document_is_valid_openapi_3_1():
     validate(SPEC)
 
 
+def resolved(answer: dict) -> dict:
+    """A response of the document, its `$ref` followed."""
+    if "$ref" in answer:
+        return SPEC["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    return answer
+
+
+# What the HTTP layer and the web configuration's rate limit answer on every GET route.
+GET_REFUSALS = {"400", "408", "429", "431"}
+
+
 def test_the_document_covers_every_endpoint_and_status():
     paths = SPEC["paths"]
     assert set(paths) == {"/v1/events", "/metrics", "/metrics/prometheus", "/healthz", "/readyz", "/"}
     post = paths["/v1/events"]["post"]
-    assert set(post["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503"}
+    assert set(post["responses"]) == {"202", "400", "401", "408", "413", "415", "422", "429",
+                                      "431", "503"}
     for status in ("429", "503"):
-        answer = post["responses"][status]
-        if "$ref" in answer:
-            answer = SPEC["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
-        assert "Retry-After" in answer["headers"]
+        assert "Retry-After" in resolved(post["responses"][status])["headers"]
+    scrape = {"200", "401"} | GET_REFUSALS
+    for path, statuses in [
+        ("/metrics", scrape),
+        ("/metrics/prometheus", scrape),
+        ("/", scrape),
+        ("/healthz", {"200"} | GET_REFUSALS),
+        ("/readyz", {"200", "503"} | GET_REFUSALS),
+    ]:
+        assert set(paths[path]["get"]["responses"]) == statuses, path
+        assert "Retry-After" in resolved(paths[path]["get"]["responses"]["429"])["headers"]
+    # Every error answer is the JSON error (the readiness probe's 503 is its own document).
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method.startswith("x-"):
+                continue
+            for status, answer in operation["responses"].items():
+                if int(status) >= 400 and (path, status) != ("/readyz", "503"):
+                    schema = resolved(answer)["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (path, status)
+    assert "Allow" in SPEC["components"]["responses"]["MethodNotAllowed"]["headers"]
     names = {p["$ref"].rsplit("/", 1)[1] for p in post["parameters"]}
     assert names == {"IdempotencyKey", "ContentEncoding"}
     assert set(SPEC["components"]["securitySchemes"]) == {"bearerAuth", "basicAuth"}
     mapping = SPEC["components"]["schemas"]["Event"]["discriminator"]["mapping"]
     assert set(mapping) == {"transcription", "digest", "fact", "retention", "lock_acquired",
                             "lock_released", "cove_config"}
+
+
+def test_the_client_retries_exactly_what_the_document_says_to_retry():
+    post = SPEC["paths"]["/v1/events"]["post"]
+    listed = post["x-retryable"]
+    codes = {c for c in listed if isinstance(c, int)}
+    classes = {c[0] for c in listed if isinstance(c, str) and c.endswith("XX")}
+    documented = {int(s) for s in post["responses"] if int(s) >= 400}
+    assert codes <= documented, "x-retryable names a status the bridge does not answer"
+    for status in range(400, 600):
+        says = status in codes or str(status)[0] in classes
+        assert retryable(status) == says, f"the client and the document disagree on {status}"
+    assert retryable(0), "no answer at all is retried"
+    # The prose says the same as x-retryable.
+    text = post["description"]
+    retry = text.split("**What to retry**")[1].split("**Never as it is:**")[0]
+    never = text.split("**Never as it is:**")[1].split("\n\n")[0]
+    for status in documented:
+        assert (f"`{status}`" in retry) == (status in codes), status
+        assert (f"`{status}`" in never) == (status not in codes), status
+
+
+def test_each_path_takes_its_methods_and_answers_405_with_allow_for_others(shared_bridge):
+    for path, item in SPEC["paths"].items():
+        methods = {m.upper() for m in item if not m.startswith("x-")}
+        if "GET" in methods:
+            methods.add("HEAD")
+        methods.add("OPTIONS")
+        allow = item["x-allow"]
+        assert set(allow.split(", ")) == methods, path
+        options = shared_bridge.request("OPTIONS", path)
+        assert (options.status, options.headers.get("allow")) == (204, allow), path
+        for method in sorted({"GET", "POST", "PUT", "DELETE", "PATCH"} - methods):
+            answer = shared_bridge.request(method, path)
+            assert (answer.status, answer.headers.get("allow")) == (405, allow), (method, path)
+            assert set(answer.json()) == {"error", "index", "field", "line"}, (method, path)
+
+
+def raw_exchange(port: int, request: bytes) -> Tuple[int, dict]:
+    """Sends `request` as it is and reads the answer until the bridge closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_the_refusals_documented_are_what_the_bridge_answers(bridges, tmp_path):
+    web = tmp_path / "web.yml"
+    web.write_text("rate_limit:\n  interval: 1h\n  burst: 4\n")
+    b = bridges(["--body-timeout", "300ms", "--web-config-file", str(web)])
+
+    def documented(path: str, method: str, status: int) -> None:
+        assert str(status) in SPEC["paths"][path][method]["responses"], (path, method, status)
+
+    # A head too large: the HTTP layer's 431, on a GET route.
+    headers = {f"X-Filler-{i}": "x" for i in range(100)}
+    answer = b.request("GET", "/metrics", headers=headers)
+    assert answer.status == 431, answer
+    assert set(answer.json()) == {"error", "index", "field", "line"}
+    documented("/metrics", "get", 431)
+    # A body that stops arriving: 408 once the body timeout has passed.
+    status, doc = raw_exchange(
+        b.port,
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n[{\"type\":",
+    )
+    assert status == 408, doc
+    assert set(doc) == {"error", "index", "field", "line"}
+    documented("/v1/events", "post", 408)
+    # Past the rate limit's burst: 429 with Retry-After on every route.
+    statuses = [b.request("GET", "/healthz").status for _ in range(6)]
+    assert 429 in statuses, statuses
+    for path, item in SPEC["paths"].items():
+        method = "post" if "post" in item else "get"
+        answer = b.request(method.upper(), path, body=b"[]" if method == "post" else None,
+                           headers={"Content-Type": "application/json"})
+        assert answer.status == 429, (path, answer)
+        assert int(answer.headers["retry-after"]) >= 1
+        assert set(answer.json()) == {"error", "index", "field", "line"}
+        documented(path, method, 429)
 
 
 def examples() -> List[Tuple[str, str, object, dict]]:

@@ -1,6 +1,6 @@
 //! `promtool check metrics`, Prometheus's own linter of the text exposition, for the tests that
-//! check an exposition with it (shared by `reflexio-otel/tests/exposition.rs` and the
-//! workspace's `tests/example_basic.rs`).
+//! check an exposition with it (shared by `reflexio-otel/tests/exposition.rs`, the workspace's
+//! `tests/example_basic.rs` and `reflexio-bridge/tests/web.rs`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};

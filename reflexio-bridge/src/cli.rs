@@ -120,7 +120,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) web_config_file: Option<PathBuf>,
 
-    /// Serve /metrics/prometheus without the token.
+    /// Serve /metrics, /metrics/prometheus and the landing page to anyone: no token, no basic
+    /// auth.
     #[arg(long, env = "REFLEXIO_BRIDGE_PUBLIC_METRICS")]
     pub(crate) public_metrics: bool,
 

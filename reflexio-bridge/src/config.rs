@@ -1099,28 +1099,16 @@ enum PemKind {
 
 /// Reads a PEM file and checks that it holds what it must.
 fn read_pem(path: &Path, kind: PemKind) -> Result<PemFile, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let problem = match kind {
-        PemKind::Certificates => {
-            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
-                Ok(certs) if certs.is_empty() => Some("holds no PEM certificate".to_owned()),
-                Ok(_) => None,
-                Err(e) => Some(format!("is not a PEM certificate file: {e}")),
-            }
-        }
-        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(&pem)
-            .err()
-            .map(|e| format!("holds no PEM private key: {e}")),
-    };
-    match problem {
-        Some(problem) => Err(format!("{} {problem}", path.display())),
-        None => Ok(PemFile {
-            path: path.to_owned(),
-            pem,
-        }),
+    let what = path.display().to_string();
+    match kind {
+        PemKind::Certificates => crate::tls::pem_certificates(&pem, &what).map(drop)?,
+        PemKind::PrivateKey => crate::tls::pem_private_key(&pem, &what).map(drop)?,
     }
+    Ok(PemFile {
+        path: path.to_owned(),
+        pem,
+    })
 }
 
 #[cfg(test)]

@@ -449,14 +449,23 @@ fn fingerprint(format: Format, body: &[u8]) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
+/// A request's body, read, with what its head says of it.
+struct CheckedBody {
+    format: Format,
+    key: Option<IdempotencyKey>,
+    body: web::Bytes,
+    /// Its slot among the bodies read at once, held until the batch is answered.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// Checks what the head says, waits for a slot, and reads the body within the body timeout.
 async fn checked_body(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<(Format, web::Bytes, tokio::sync::OwnedSemaphorePermit), Refusal> {
+) -> Result<CheckedBody, Refusal> {
     authorize(req, &state.auth, Scope::Ingest).await?;
-    idempotency_key(req)?;
+    let key = idempotency_key(req)?;
     let format = format_of(req)?;
     let encoding = ContentEncoding::of(req.headers()).map_err(Refusal::UnsupportedEncoding)?;
     let declared = req
@@ -477,7 +486,12 @@ async fn checked_body(
     )
     .await
     .map_err(|_| Refusal::TimedOut(state.body_timeout))??;
-    Ok((format, body, permit))
+    Ok(CheckedBody {
+        format,
+        key,
+        body,
+        _permit: permit,
+    })
 }
 
 async fn ingest_batch(
@@ -485,7 +499,12 @@ async fn ingest_batch(
     payload: web::Payload,
     state: &AppState,
 ) -> (Outcome, usize, HttpResponse) {
-    let (format, body, _permit) = match checked_body(req, payload, state).await {
+    let CheckedBody {
+        format,
+        key,
+        body,
+        _permit,
+    } = match checked_body(req, payload, state).await {
         Ok(checked) => checked,
         Err(refusal) => return (refusal.outcome(), 0, refusal.response()),
     };
@@ -493,11 +512,7 @@ async fn ingest_batch(
         Ok(batch) => batch,
         Err(bad) => return (Outcome::Invalid, 0, bad_event(&bad)),
     };
-    // Checked in `checked_body` already.
-    let key = idempotency_key(req)
-        .ok()
-        .flatten()
-        .map(|k| k.with_fingerprint(fingerprint(format, &body)));
+    let key = key.map(|k| k.with_fingerprint(fingerprint(format, &body)));
     drop(body);
     let n = events.len();
     if n == 0 && key.is_none() {

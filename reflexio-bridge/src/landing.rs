@@ -272,8 +272,8 @@ pub(crate) fn page(families: &[MetricFamily], store: &StoreSummary, version: &st
     match &*SHIPPED {
         Ok(figures) => {
             for figure in figures {
+                let samples = value(families, &figure.samples, &[]);
                 let value = value(families, &figure.metric, &[]);
-                let samples = value_or_none(families, &figure.samples);
                 let (class, status) = match (value, samples) {
                     (Some(v), Some(n)) => mark(figure, v, n),
                     _ => ("nodata", "not exported".to_owned()),
@@ -353,10 +353,6 @@ pub(crate) fn page(families: &[MetricFamily], store: &StoreSummary, version: &st
          (reflexio-alerts.yml).</p>\n</body></html>\n",
     );
     html
-}
-
-fn value_or_none(families: &[MetricFamily], name: &str) -> Option<f64> {
-    value(families, name, &[])
 }
 
 #[cfg(test)]

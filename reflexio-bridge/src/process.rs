@@ -43,6 +43,14 @@ impl ProcessMetrics {
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
         )?;
+        // The start time never changes: read once.
+        let ticks = procfs::ticks_per_second() as f64;
+        if let (Ok(stat), Ok(boot)) = (
+            procfs::process::Process::myself().and_then(|me| me.stat()),
+            procfs::boot_time_secs(),
+        ) {
+            start_time.set(boot as f64 + stat.starttime as f64 / ticks);
+        }
         let descs = [&resident, &virtual_memory, &open_fds, &max_fds, &start_time]
             .iter()
             .flat_map(|g| g.desc().into_iter().cloned())
@@ -73,10 +81,6 @@ impl ProcessMetrics {
             }
             self.virtual_memory.set(stat.vsize as f64);
             self.resident.set((stat.rss * procfs::page_size()) as f64);
-            if let Ok(boot) = procfs::boot_time_secs() {
-                self.start_time
-                    .set(boot as f64 + stat.starttime as f64 / ticks);
-            }
         }
         if let Ok(n) = me.fd_count() {
             self.open_fds.set(n as f64);

@@ -132,13 +132,23 @@ fn log_settings(config: &Config) {
             "web configuration (reloaded when it or its certificate files change)"
         );
     }
-    match (&config.token, config.public_metrics) {
-        (Some(_), false) => tracing::info!("bearer token required for ingest and scraping"),
-        (Some(_), true) => tracing::info!("bearer token required for ingest; scraping is public"),
-        (None, _) if config.insecure_no_auth => {
-            tracing::warn!("no authentication (--insecure-no-auth)")
+    let basic = config
+        .web
+        .as_ref()
+        .is_some_and(|w| !w.config.users.is_empty());
+    let scraping = match (config.public_metrics, basic, &config.token) {
+        (true, _, _) => "scraping is public",
+        (false, true, Some(_)) => "scraping takes basic auth or the bearer token",
+        (false, true, None) => "scraping takes basic auth",
+        (false, false, Some(_)) => "scraping takes the bearer token",
+        (false, false, None) => "scraping is open",
+    };
+    match &config.token {
+        Some(_) => tracing::info!("bearer token required for ingest; {scraping}"),
+        None if config.insecure_no_auth => {
+            tracing::warn!("no authentication for ingest (--insecure-no-auth); {scraping}")
         }
-        (None, _) => tracing::info!("no authentication (loopback only)"),
+        None => tracing::info!("no authentication for ingest (loopback only); {scraping}"),
     }
     for warning in &config.warnings {
         tracing::warn!("{warning}");

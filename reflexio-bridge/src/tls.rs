@@ -74,28 +74,35 @@ fn provider(settings: &TlsSettings) -> Result<Arc<CryptoProvider>, String> {
     Ok(Arc::new(provider))
 }
 
-fn certificates(pem: &Pem, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = pem.read()?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+/// The certificates of PEM text, at least one; `what` names where it came from in the error.
+pub(crate) fn pem_certificates(
+    bytes: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", pem.describe(key)))?;
+        .map_err(|e| format!("{what} is not a PEM certificate file: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", pem.describe(key)));
+        return Err(format!("{what} holds no PEM certificate"));
     }
     Ok(certs)
+}
+
+/// The private key of PEM text; `what` names where it came from in the error.
+pub(crate) fn pem_private_key(bytes: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_slice(bytes)
+        .map_err(|e| format!("{what} holds no PEM private key: {e}"))
+}
+
+fn certificates(pem: &Pem, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    pem_certificates(&pem.read()?, &pem.describe(key))
 }
 
 /// Builds the server configuration: reads the certificate, its key and the client CA now.
 pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     let provider = provider(settings)?;
     let certs = certificates(&settings.cert, "cert")?;
-    let key_bytes = settings.key.read()?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-        format!(
-            "{} holds no PEM private key: {e}",
-            settings.key.describe("key")
-        )
-    })?;
+    let key = pem_private_key(&settings.key.read()?, &settings.key.describe("key"))?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (TlsVersion::Tls12, &rustls::version::TLS12),
         (TlsVersion::Tls13, &rustls::version::TLS13),

@@ -64,10 +64,8 @@ impl ManualClock {
 
     /// Moves the clock to `time`, forwards or backwards.
     pub fn set(&self, time: SystemTime) {
-        let nanos = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.nanos_since_epoch.store(nanos, Ordering::Relaxed);
+        self.nanos_since_epoch
+            .store(nanos_since_epoch(time), Ordering::Relaxed);
     }
 
     /// Moves the clock forwards by `by`.
@@ -85,6 +83,12 @@ impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.nanos_since_epoch.load(Ordering::Relaxed))
     }
+}
+
+/// Nanoseconds since the Unix epoch: 0 before it, saturating far after it.
+pub(crate) fn nanos_since_epoch(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Whole minutes since the Unix epoch: the index of the aligned one-minute window bucket that

@@ -60,7 +60,8 @@ impl LockNames {
             }
             if pattern.contains('/') || pattern.chars().any(char::is_control) {
                 return Err(format!(
-                    "`{pattern}` is not a lock name: a name or glob of `{{name}}.pid` files,                      without `/`"
+                    "`{pattern}` is not a lock name: a name or glob of `{{name}}.pid` files, \
+                     without `/`"
                 ));
             }
             if let Some(stem) = pattern.strip_suffix(".pid") {

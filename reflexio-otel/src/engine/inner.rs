@@ -5,7 +5,7 @@
 //! apply what the store returned); the OpenTelemetry callbacks see it only as a
 //! [`SnapshotSource`]. Neither knows the type.
 
-use crate::clock::{Clock, minute_of};
+use crate::clock::{Clock, minute_of, nanos_since_epoch};
 use crate::engine::shard::Shards;
 use crate::engine::snapshot::{RefreshHook, Snapshot, SnapshotSource};
 use crate::engine::state::{Limits, State};
@@ -36,11 +36,6 @@ pub(crate) struct Settings {
     pub(crate) max_future_skew: Duration,
     pub(crate) limits: Limits,
     pub(crate) store: Option<StoreOptions>,
-}
-
-fn nanos_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The engine of one recorder: shared by its handles, the upkeep thread, the store writer (as
@@ -255,15 +250,11 @@ impl Engine {
         let mut state = self.state();
         let room = state
             .check_locks(events.iter().enumerate().filter_map(|(i, (e, _))| match e {
-                Event::LockAcquired(l) => Some((i, l, true)),
-                Event::LockReleased(l) => Some((i, l, false)),
+                Event::LockAcquired(l) => Some(((i, l), l, true)),
+                Event::LockReleased(l) => Some(((i, l), l, false)),
                 _ => None,
             }))
-            .map_err(|(i, c)| match (&events[i].0, c) {
-                // The batch alone takes more locks than are tracked: its own fault.
-                (Event::LockAcquired(l) | Event::LockReleased(l), c) => invalid(i, conflict(c, l)),
-                _ => invalid(i, RecordError::BeforeEpoch),
-            })?;
+            .map_err(|((i, l), c)| invalid(i, conflict(c, l)))?;
         let mut delta = Delta::default();
         // New table names of this batch, kept like the state's: at most `KEPT_TABLES` in all.
         let mut new_tables = HashSet::new();

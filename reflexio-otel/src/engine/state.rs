@@ -337,10 +337,10 @@ impl State {
 
     /// Checks lock events as they would apply in order, changing nothing; returns the room
     /// they need (see [`State::make_room`]).
-    pub(crate) fn check_locks<'a>(
+    pub(crate) fn check_locks<'a, Id>(
         &self,
-        events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
-    ) -> Result<Room, (usize, LockConflict)> {
+        events: impl IntoIterator<Item = (Id, &'a LockEvent, bool)>,
+    ) -> Result<Room, (Id, LockConflict)> {
         self.locks.check_sequence(events)
     }
 

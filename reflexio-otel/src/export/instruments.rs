@@ -2,7 +2,8 @@
 //!
 //! Counters and gauges are observable instruments reading the recorder's latest snapshot: the
 //! first callback of a collection refreshes it, the rest read it, so one collection is one
-//! consistent instant and no callback holds a lock or does I/O. Histograms are SDK histograms
+//! consistent instant. No callback does I/O; the first takes the engine's locks briefly to
+//! refresh the snapshot, the rest read it. Histograms are SDK histograms
 //! fed by replaying the counted bucket deltas after every refresh (see `model::histogram`).
 //!
 //! The callbacks read through a [`SnapshotSource`], never the engine itself.

@@ -50,18 +50,20 @@ impl HeldLock {
     }
 
     fn holder_is_gone(&self) -> bool {
-        match (self.pid, &self.host) {
-            (Some(pid), Some(host)) if Some(host) == this_host() => !process_is_alive(pid),
-            _ => false,
-        }
+        self.local_holder_alive() == Some(false)
     }
 
     /// Whether its holder is a process of this host that is alive: the only holders whose
     /// locks are never evicted by age, and the last to make room in a full registry.
     fn holder_is_known_alive(&self) -> bool {
+        self.local_holder_alive() == Some(true)
+    }
+
+    /// Whether its holder's process is alive, when the holder is a process of this host.
+    fn local_holder_alive(&self) -> Option<bool> {
         match (self.pid, &self.host) {
-            (Some(pid), Some(host)) if Some(host) == this_host() => process_is_alive(pid),
-            _ => false,
+            (Some(pid), Some(host)) if Some(host) == this_host() => Some(process_is_alive(pid)),
+            _ => None,
         }
     }
 
@@ -176,8 +178,9 @@ impl LockRegistry {
             .map_err(|(_, conflict)| conflict)?;
         let evicted = self.make_room(&room);
         let held = HeldLock::new(event, at);
-        self.held.insert(key(event), held.clone());
-        self.evicted.retain(|k| *k != key(event));
+        let k = key(event);
+        self.evicted.retain(|e| *e != k);
+        self.held.insert(k, held.clone());
         Ok((held, evicted))
     }
 
@@ -192,12 +195,12 @@ impl LockRegistry {
         }
     }
 
-    /// Checks `(index, event, acquire?)` in order as if applied, changing nothing; returns the
-    /// room the sequence needs, or the index of the first event that would be refused.
-    pub(crate) fn check_sequence<'a>(
+    /// Checks `(id, event, acquire?)` in order as if applied, changing nothing; returns the
+    /// room the sequence needs, or the id of the first event that would be refused.
+    pub(crate) fn check_sequence<'a, Id>(
         &self,
-        events: impl IntoIterator<Item = (usize, &'a LockEvent, bool)>,
-    ) -> Result<Room, (usize, LockConflict)> {
+        events: impl IntoIterator<Item = (Id, &'a LockEvent, bool)>,
+    ) -> Result<Room, (Id, LockConflict)> {
         let events: Vec<_> = events.into_iter().collect();
         let touched: BTreeSet<Key> = events.iter().map(|(_, e, _)| key(e)).collect();
         // How many locks the sequence may evict, counted when it first needs one.
@@ -222,8 +225,10 @@ impl LockRegistry {
                 }
                 (false, None) => {} // evicted lately: nothing to release
                 (true, None) if count >= self.limit => {
-                    let spare =
-                        *spare.get_or_insert_with(|| self.victims(usize::MAX, &touched).len());
+                    // Any held lock the sequence does not touch may make room.
+                    let spare = *spare.get_or_insert_with(|| {
+                        self.held.keys().filter(|k| !touched.contains(*k)).count()
+                    });
                     if evict >= spare {
                         return Err((index, LockConflict::Full { limit: self.limit }));
                     }

@@ -1,6 +1,7 @@
 //! Value types shared by every layer above: window buckets and the rolling windows, histogram
 //! layouts and counts, process locks, totals and table labels, the changes waiting for the
-//! store and the ones read back from it. Nothing here does I/O, takes a lock or reads a clock.
+//! store and the ones read back from it. Nothing here does I/O, takes a lock or reads a clock,
+//! but for `locks`, which asks the system for this host's name and whether a process is alive.
 //!
 //! - `count`: the rule every count and sum follows (it stops at the largest stored integer);
 //! - `bucket`: one minute of facts or retention runs, and the window ratios and means;

@@ -11,7 +11,7 @@
 //! to its largest row id at that moment, counting only rows newer than the newest counted then;
 //! that reread, too, is kept in the store until it is done.
 
-use super::db::{AppDb, ReadError, Table};
+use super::db::{AppDb, ReadError, Row, Table};
 use super::timestamp::BadTimestamp;
 use reflexio_otel::{Checkpoint, DurableError, Event, History, Recorder, RecorderBuilder};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -162,6 +162,95 @@ impl Saved {
     }
 }
 
+/// The times a poll places rows by.
+struct Frame {
+    now: SystemTime,
+    /// Rows older than this count in the totals only.
+    earliest: SystemTime,
+    /// Rows newer than this are ahead of the clock: counted at `now`.
+    latest: SystemTime,
+}
+
+/// What the rows read until a commit add up to.
+#[derive(Default)]
+struct Commit {
+    /// The rows within the windows (or ahead of the clock, at the poll's time), as events.
+    events: Vec<(Event, Option<SystemTime>)>,
+    /// The rows older than the windows, or without a usable time: in the totals only.
+    history: History,
+    counts: Counts,
+    /// Rows without a usable time, or ahead of the clock, by what is wrong: how many, and the
+    /// first's row id and value.
+    bad: BadTimes,
+}
+
+impl Commit {
+    /// Counts `row`, read after the cursor `next`, which it moves past the row. `reread` is
+    /// `(to, newer_than)` while the table is read again after a deletion: rows up to `to` count
+    /// only when newer than `newer_than`.
+    fn add(&mut self, mut row: Row, frame: &Frame, reread: Option<(i64, i64)>, next: &mut Saved) {
+        next.cursor = Some(row.rowid);
+        self.counts.rows += 1;
+        let suspect = reread.filter(|(to, _)| row.rowid <= *to);
+        let t = match (row.time, suspect) {
+            (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => return,
+            // Ahead of the clock, it was counted at the time of a poll: whether before cannot
+            // be told. Without a time, neither can it.
+            (Ok(t), Some(_)) if t > frame.latest => {
+                return self.bad.unknown.add(row.rowid, || "-".into());
+            }
+            (Err(_), Some(_)) => return self.bad.unknown.add(row.rowid, || "-".into()),
+            (Ok(t), _) => t,
+            (Err(error), None) => {
+                // Without a time: in the totals, in no window.
+                self.counts.timestamp_errors += 1;
+                match error {
+                    BadTimestamp::Null => self.bad.null.add(row.rowid, || "NULL".into()),
+                    BadTimestamp::Unparseable => {
+                        let raw = row.bad_time.take().unwrap_or_default();
+                        self.bad.unparseable.add(row.rowid, || raw);
+                    }
+                }
+                return self.count_in_totals(row);
+            }
+        };
+        // The time it counts at: its own, or now if it is too far ahead.
+        let us = micros(if t > frame.latest { frame.now } else { t });
+        next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
+        if t < frame.earliest {
+            self.counts.too_old += 1;
+            self.count_in_totals(row);
+        } else if t > frame.latest {
+            // Never dropped for its time: counted now, and logged.
+            self.counts.ahead += 1;
+            self.bad.ahead.add(row.rowid, || {
+                let ahead = t.duration_since(frame.now).unwrap_or_default();
+                let ahead = Duration::from_secs(ahead.as_secs());
+                format!("{} ahead", humantime::format_duration(ahead))
+            });
+            self.record(row, None);
+        } else {
+            self.record(row, Some(t));
+        }
+    }
+
+    /// Counts `row` in the totals only.
+    fn count_in_totals(&mut self, row: Row) {
+        self.counts.recorded += 1;
+        self.counts.invalid_values += u64::from(row.invalid_values);
+        self.history
+            .add(&row.event, 1)
+            .unwrap_or_else(|_| unreachable!("rows are counts"));
+    }
+
+    /// Records `row` as an event at `at` (`None`: now).
+    fn record(&mut self, row: Row, at: Option<SystemTime>) {
+        self.counts.recorded += 1;
+        self.counts.invalid_values += u64::from(row.invalid_values);
+        self.events.push((row.event, at));
+    }
+}
+
 fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
@@ -296,8 +385,11 @@ impl Follower {
     ) -> Result<(), FollowError> {
         let store_err = |source| FollowError::Store { table, source };
         let keys = Keys::new(table);
-        let earliest = now.checked_sub(HISTORY).unwrap_or(UNIX_EPOCH);
-        let latest = now + MAX_AHEAD;
+        let frame = Frame {
+            now,
+            earliest: now.checked_sub(HISTORY).unwrap_or(UNIX_EPOCH),
+            latest: now + MAX_AHEAD,
+        };
         'reload: loop {
             let mut saved = Saved::load(&self.recorder, &keys);
             let mut next = saved.bumped();
@@ -339,12 +431,8 @@ impl Follower {
             };
             let mut after = next.cursor.unwrap_or(0);
             loop {
-                let mut batch: Vec<(Event, Option<SystemTime>)> = Vec::new();
-                let mut history = History::new();
-                let mut counts = Counts::default();
-                // Rows without a usable time, or ahead of the clock, by what is wrong: how
-                // many, and the first's row id and value.
-                let mut bad = BadTimes::default();
+                // What the rows read until the next commit add up to.
+                let mut commit = Commit::default();
                 // Reads of `batch_rows` until a commit is due: after a read that gave events,
                 // or after `COMMIT_READS` reads of rows older than the windows, whose counts
                 // cost the same to commit however many they are.
@@ -353,64 +441,7 @@ impl Follower {
                 for _ in 0..COMMIT_READS {
                     let (read, fingerprint) =
                         self.db.read(table, read_to, max, self.batch_rows, |row| {
-                            next.cursor = Some(row.rowid);
-                            counts.rows += 1;
-                            // Read again: counted before, unless newer than everything counted
-                            // then.
-                            let suspect = reread.filter(|(to, _)| row.rowid <= *to);
-                            match (row.time, suspect) {
-                                (Ok(t), Some((_, newer_than))) if micros(t) <= newer_than => {}
-                                // Ahead of the clock, it was counted at the time of a poll:
-                                // whether before cannot be told.
-                                (Ok(t), Some(_)) if t > latest => {
-                                    bad.unknown.add(row.rowid, || "-".into());
-                                }
-                                (Ok(t), _) => {
-                                    // The time it counts at: its own, or now if it is too far
-                                    // ahead.
-                                    let us = micros(if t > latest { now } else { t });
-                                    next.newest = Some(next.newest.map_or(us, |n| n.max(us)));
-                                    counts.recorded += 1;
-                                    counts.invalid_values += u64::from(row.invalid_values);
-                                    if t < earliest {
-                                        counts.too_old += 1;
-                                        history
-                                            .add(&row.event, 1)
-                                            .unwrap_or_else(|_| unreachable!("rows are counts"));
-                                    } else if t > latest {
-                                        // Never dropped for its time: counted now, and logged.
-                                        counts.ahead += 1;
-                                        bad.ahead.add(row.rowid, || {
-                                            let ahead = t.duration_since(now).unwrap_or_default();
-                                            let ahead = Duration::from_secs(ahead.as_secs());
-                                            format!("{} ahead", humantime::format_duration(ahead))
-                                        });
-                                        batch.push((row.event, None));
-                                    } else {
-                                        batch.push((row.event, Some(t)));
-                                    }
-                                }
-                                // Whether it was counted before cannot be told without a time.
-                                (Err(_), Some(_)) => bad.unknown.add(row.rowid, || "-".into()),
-                                // Without a time: in the totals, in no window.
-                                (Err(error), None) => {
-                                    counts.recorded += 1;
-                                    counts.invalid_values += u64::from(row.invalid_values);
-                                    counts.timestamp_errors += 1;
-                                    history
-                                        .add(&row.event, 1)
-                                        .unwrap_or_else(|_| unreachable!("rows are counts"));
-                                    match error {
-                                        BadTimestamp::Null => {
-                                            bad.null.add(row.rowid, || "NULL".into());
-                                        }
-                                        BadTimestamp::Unparseable => {
-                                            let raw = row.bad_time.unwrap_or_default();
-                                            bad.unparseable.add(row.rowid, || raw);
-                                        }
-                                    }
-                                }
-                            }
+                            commit.add(row, &frame, reread, &mut next);
                         })?;
                     if read > 0 {
                         next.last = Some(fingerprint);
@@ -420,10 +451,16 @@ impl Follower {
                         finished = true;
                         break;
                     }
-                    if !batch.is_empty() {
+                    if !commit.events.is_empty() {
                         break;
                     }
                 }
+                let Commit {
+                    events,
+                    history,
+                    mut counts,
+                    bad,
+                } = commit;
                 if counts.rows == 0 {
                     return Ok(());
                 }
@@ -431,7 +468,7 @@ impl Follower {
                 let checkpoints = saved.moves_to(&next, &keys);
                 let committed =
                     self.recorder
-                        .record_durable_with_history(&batch, &history, checkpoints);
+                        .record_durable_with_history(&events, &history, checkpoints);
                 match committed {
                     Ok(()) => {}
                     // Another reader (an import, another bridge) moved the cursor: continue

@@ -160,7 +160,7 @@ fn message(status: u16, sample: &[u8]) -> String {
 }
 
 /// `head` (actix-http's answer, without a body) with a JSON body saying `message`.
-fn with_body(head: &[u8], message: &str) -> Vec<u8> {
+pub(crate) fn with_body(head: &[u8], message: &str) -> Vec<u8> {
     let body = error_body(message, Place::default()).to_string();
     let text = String::from_utf8_lossy(head);
     let mut lines = text.trim_end_matches("\r\n").split("\r\n");

@@ -25,7 +25,8 @@
 //! - `process`: the `process_*` metrics of the scrape;
 //! - [`legacy`]: reading an existing deployment's database and lock directory;
 //! - `demo`: the `--demo` workload;
-//! - `worker`: the background thread that `demo` and the legacy poller run in.
+//! - `worker`: the background thread that `demo`, the legacy poller and the web configuration
+//!   watcher run in.
 
 mod answer;
 mod auth;

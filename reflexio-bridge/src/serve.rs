@@ -6,7 +6,7 @@ use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::http_layer::{Connection, Refusals};
 use crate::telemetry::Telemetry;
-use crate::tls::{Acceptor, Stream};
+use crate::tls::{AcceptError, Acceptor, Stream};
 use crate::web::Web;
 use crate::{demo, http, legacy, limits};
 use actix_service::{ServiceFactoryExt, fn_service, map_config};
@@ -80,15 +80,19 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .and_then(|w| w.tls.clone())
             .map(Acceptor::new),
     ));
-    if let Some(w) = &config.web {
-        crate::web::watch(
-            w.path.clone(),
-            w.config.clone(),
-            Arc::clone(&web_state),
-            Arc::clone(&auth),
-        )
-        .context("cannot start the web configuration watcher")?;
-    }
+    // Stopped when dropped, at the end of serving.
+    let _web_watch = match &config.web {
+        Some(w) => Some(
+            crate::web::watch(
+                w.path.clone(),
+                w.config.clone(),
+                Arc::clone(&web_state),
+                Arc::clone(&auth),
+            )
+            .context("cannot start the web configuration watcher")?,
+        ),
+        None => None,
+    };
     let state = web::Data::new(http::AppState {
         recorder: recorder.clone(),
         registry: telemetry.registry.clone(),
@@ -351,14 +355,17 @@ async fn serve(
                         Some(acceptor) => {
                             match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(io)).await {
                                 Ok(Ok(stream)) => stream,
-                                Ok(Err(e)) => {
-                                    if e.kind() == std::io::ErrorKind::InvalidData
-                                        && e.to_string() == crate::tls::PLAIN_HTTP
-                                    {
-                                        refusals.plain_http(peer);
-                                    } else {
-                                        tracing::debug!(error = %e, ?peer, "TLS handshake failed");
-                                    }
+                                Ok(Err(AcceptError::PlainHttp)) => {
+                                    refusals.plain_http(peer);
+                                    return Err(actix_http::error::DispatchError::Io(
+                                        std::io::Error::new(
+                                            std::io::ErrorKind::InvalidData,
+                                            AcceptError::PlainHttp,
+                                        ),
+                                    ));
+                                }
+                                Ok(Err(AcceptError::Io(e))) => {
+                                    tracing::debug!(error = %e, ?peer, "TLS handshake failed");
                                     return Err(actix_http::error::DispatchError::Io(e));
                                 }
                                 Err(_) => {

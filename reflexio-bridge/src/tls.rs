@@ -5,7 +5,7 @@
 //! A connection speaking plain HTTP to the TLS port gets a short `400` in plain HTTP saying so
 //! (as Go's servers answer), instead of a TLS alert the client cannot read.
 
-use crate::web_config::{ClientAuth, Pem, TlsSettings, TlsVersion, canonical_suite};
+use crate::web_config::{ClientAuth, Curve, Pem, TlsSettings, TlsVersion, canonical_suite};
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -21,8 +21,16 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-/// The error of a connection that spoke plain HTTP to the TLS port (and was answered `400`).
-pub(crate) const PLAIN_HTTP: &str = "plain HTTP on the TLS port";
+/// Why a connection to the TLS port was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    /// It spoke plain HTTP, and was answered `400`.
+    #[error("plain HTTP on the HTTPS port")]
+    PlainHttp,
+    /// The handshake failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
 
 /// The crypto provider of every TLS connection of the bridge: aws-lc-rs, restricted to the
 /// configured cipher suites and key exchange groups.
@@ -62,12 +70,11 @@ fn provider(settings: &TlsSettings) -> Result<Arc<CryptoProvider>, String> {
         provider.kx_groups = settings
             .curve_preferences
             .iter()
-            .filter_map(|c| match c.as_str() {
-                "X25519" => Some(kx_group::X25519),
-                "CurveP256" => Some(kx_group::SECP256R1),
-                "CurveP384" => Some(kx_group::SECP384R1),
-                "X25519MLKEM768" => Some(kx_group::X25519MLKEM768),
-                _ => None,
+            .map(|c| match c {
+                Curve::X25519 => kx_group::X25519,
+                Curve::P256 => kx_group::SECP256R1,
+                Curve::P384 => kx_group::SECP384R1,
+                Curve::X25519MlKem768 => kx_group::X25519MLKEM768,
             })
             .collect();
     }
@@ -345,24 +352,18 @@ impl Acceptor {
 
     /// Completes the handshake of `tcp` with the configuration in force now. A client that
     /// speaks plain HTTP gets a `400` saying the port needs HTTPS.
-    pub(crate) async fn accept(&self, mut tcp: TcpStream) -> io::Result<Stream> {
+    pub(crate) async fn accept(&self, mut tcp: TcpStream) -> Result<Stream, AcceptError> {
         let mut first = [0u8; 1];
         let n = tcp.peek(&mut first).await?;
         // A TLS connection starts with a handshake record (22); HTTP with a method's letters.
         if n == 1 && first[0].is_ascii_uppercase() {
-            let body = crate::answer::error_body(
+            let answer = crate::http_layer::with_body(
+                b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n",
                 "this port speaks HTTPS: send the request over TLS (https://)",
-                crate::answer::Place::default(),
-            )
-            .to_string();
-            let answer = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
-                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
             );
-            tcp.write_all(answer.as_bytes()).await?;
+            tcp.write_all(&answer).await?;
             tcp.shutdown().await?;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, PLAIN_HTTP));
+            return Err(AcceptError::PlainHttp);
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(self.config.load_full());
         Ok(Stream::Tls(Box::new(acceptor.accept(tcp).await?)))

@@ -8,6 +8,7 @@
 use crate::auth::Auth;
 use crate::tls::Acceptor;
 use crate::web_config::{RateLimit, WebConfig};
+use crate::worker::Worker;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
@@ -127,39 +128,39 @@ fn reload(path: &Path, web: &Web, auth: &Auth) -> Result<WebConfig, String> {
 }
 
 /// Starts the thread that puts changes of the web configuration (at `path`, as `config` was
-/// read at start) in force. It runs for the rest of the process.
+/// read at start) in force, until the returned worker is dropped.
 pub(crate) fn watch(
     path: PathBuf,
     config: WebConfig,
     web: Arc<Web>,
     auth: Arc<Auth>,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("web-config".into())
-        .spawn(move || {
-            let mut seen = stamps(&path, &config);
-            let mut config = config;
-            loop {
-                std::thread::sleep(WATCH_EVERY);
-                let now = stamps(&path, &config);
-                if now == seen {
-                    continue;
+) -> std::io::Result<Worker> {
+    Worker::spawn("web-config", move |stop| {
+        let mut seen = stamps(&path, &config);
+        let mut config = config;
+        loop {
+            stop.pause(WATCH_EVERY);
+            if stop.requested() {
+                return;
+            }
+            let now = stamps(&path, &config);
+            if now == seen {
+                continue;
+            }
+            match reload(&path, &web, &auth) {
+                Ok(fresh) => {
+                    tracing::info!(path = %path.display(), "web configuration reloaded: certificates, users, headers and rate limit in force");
+                    seen = stamps(&path, &fresh);
+                    config = fresh;
                 }
-                match reload(&path, &web, &auth) {
-                    Ok(fresh) => {
-                        tracing::info!(path = %path.display(), "web configuration reloaded: certificates, users, headers and rate limit in force");
-                        seen = stamps(&path, &fresh);
-                        config = fresh;
-                    }
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "the changed web configuration is not used; the one in force is kept");
-                        // Not again until the files change once more.
-                        seen = now;
-                    }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "the changed web configuration is not used; the one in force is kept");
+                    // Not again until the files change once more.
+                    seen = now;
                 }
             }
-        })
-        .map(drop)
+        }
+    })
 }
 
 #[cfg(test)]

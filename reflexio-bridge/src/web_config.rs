@@ -119,8 +119,8 @@ pub(crate) struct TlsSettings {
     pub(crate) cipher_suites: Vec<String>,
     /// The server's order of cipher suites wins over the client's.
     pub(crate) prefer_server_cipher_suites: bool,
-    /// Key exchange groups by Go's names (`X25519`, `CurveP256`...), in preference order.
-    pub(crate) curve_preferences: Vec<String>,
+    /// Key exchange groups, in preference order; empty: rustls' defaults.
+    pub(crate) curve_preferences: Vec<Curve>,
 }
 
 /// `rate_limit`: a token bucket over every request.
@@ -274,8 +274,28 @@ fn version(name: &str, key: &str, warnings: &mut Vec<String>) -> Result<TlsVersi
     }
 }
 
-/// The key exchange groups `curve_preferences` may name (Go's names).
-pub(crate) const CURVES: [&str; 4] = ["X25519", "CurveP256", "CurveP384", "X25519MLKEM768"];
+/// A key exchange group `curve_preferences` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Curve {
+    X25519,
+    P256,
+    P384,
+    X25519MlKem768,
+}
+
+impl Curve {
+    /// Every group, by its name in Go's `tls` package (as exporter-toolkit takes them).
+    const ALL: [(&'static str, Curve); 4] = [
+        ("X25519", Curve::X25519),
+        ("CurveP256", Curve::P256),
+        ("CurveP384", Curve::P384),
+        ("X25519MLKEM768", Curve::X25519MlKem768),
+    ];
+
+    fn named(name: &str) -> Option<Curve> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+}
 
 impl WebConfig {
     /// Reads and checks the file at `path`.
@@ -540,17 +560,21 @@ impl WebConfig {
             Some(v) => strings(v, &key_path("curve_preferences"))?,
             None => Vec::new(),
         };
-        for curve in &curve_preferences {
-            if !CURVES.contains(&curve.as_str()) {
-                return Err(bad(
-                    &key_path("curve_preferences"),
-                    format!(
-                        "`{curve}` is not offered; the bridge (rustls) offers {}",
-                        CURVES.join(", ")
-                    ),
-                ));
-            }
-        }
+        let curve_preferences = curve_preferences
+            .iter()
+            .map(|name| {
+                Curve::named(name).ok_or_else(|| {
+                    let offered: Vec<&str> = Curve::ALL.iter().map(|(n, _)| *n).collect();
+                    bad(
+                        &key_path("curve_preferences"),
+                        format!(
+                            "`{name}` is not offered; the bridge (rustls) offers {}",
+                            offered.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(TlsSettings {
             cert,
             key,
@@ -628,7 +652,7 @@ rate_limit:
             (TlsVersion::Tls13, TlsVersion::Tls13)
         );
         assert!(!tls.prefer_server_cipher_suites);
-        assert_eq!(tls.curve_preferences, ["X25519", "CurveP256"]);
+        assert_eq!(tls.curve_preferences, [Curve::X25519, Curve::P256]);
         assert_eq!(c.users.get("prometheus").map(String::as_str), Some(HASH));
         let headers: Vec<_> = c.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(

@@ -10,11 +10,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The application's setting turning CoVe on, as its `.env` file names it.
-pub const ENABLED_KEY: &str = "ENABLE_COVE";
+pub(crate) const ENABLED_KEY: &str = "ENABLE_COVE";
 /// The application's CoVe confidence threshold, as its `.env` file names it.
-pub const THRESHOLD_KEY: &str = "COVE_CONFIDENCE_THRESHOLD";
+pub(crate) const THRESHOLD_KEY: &str = "COVE_CONFIDENCE_THRESHOLD";
 /// The application's defaults: CoVe off, threshold 0.70.
-pub const APP_DEFAULTS: (bool, f64) = (false, 0.7);
+pub(crate) const APP_DEFAULTS: (bool, f64) = (false, 0.7);
 
 /// Where a CoVe value came from, as the log says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +152,7 @@ fn app_threshold() -> Fraction {
 
 /// Reads `ENABLE_COVE` (if `enabled`) and `COVE_CONFIDENCE_THRESHOLD` (if `threshold`) from the
 /// `.env` file at `path`, as the application's pydantic-settings would.
-pub fn read_env_file(
+pub(crate) fn read_env_file(
     path: &Path,
     enabled: bool,
     threshold: bool,

@@ -19,11 +19,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const HOLDER: &str = "pidfile";
 
 /// Directories every program writes its pid files into: following one needs [`LockNames`].
-pub const SHARED_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
+pub(crate) const SHARED_DIRS: [&str; 4] = ["/tmp", "/var/tmp", "/run", "/dev/shm"];
 
 /// The shared system directory (one of [`SHARED_DIRS`]) that `dir` is, symbolic links
 /// followed, if it is one.
-pub fn shared_system_dir(dir: &Path) -> Option<&'static str> {
+pub(crate) fn shared_system_dir(dir: &Path) -> Option<&'static str> {
     let resolved = |p: &Path| {
         std::fs::canonicalize(p).unwrap_or_else(|_| {
             // Not there (yet): its own absolute form.

@@ -16,16 +16,12 @@ mod follow;
 mod lockdir;
 mod timestamp;
 
-pub use cove::{
-    APP_DEFAULTS, Cove, CoveSettings, CoveWatch, ENABLED_KEY, EnvFileError, FileCove, Origin,
-    THRESHOLD_KEY, read_env_file,
-};
+pub use cove::{Cove, CoveSettings, CoveWatch, FileCove, Origin};
 pub use db::{AppDb, Found, ReadError, Table};
 pub(crate) use dotenv::pydantic_bool;
 pub use follow::{Counts, FollowError, Follower, HISTORY, MAX_AHEAD, log_schema};
-pub use lockdir::{
-    HOLDER, LockDir, LockDirCounts, LockDirError, LockNames, SHARED_DIRS, shared_system_dir,
-};
+pub(crate) use lockdir::shared_system_dir;
+pub use lockdir::{HOLDER, LockDir, LockDirCounts, LockDirError, LockNames};
 
 use crate::worker::Worker;
 use opentelemetry::KeyValue;

@@ -41,8 +41,8 @@ impl Default for RecorderBuilder {
                 max_tables: 32,
                 max_locks: 1024,
                 stale_lock_after: Self::DEFAULT_STALE_LOCK_AFTER,
-                evict_locks_after: Self::DEFAULT_STALE_LOCK_AFTER
-                    * Self::EVICT_LOCKS_AFTER_STALE_TIMES,
+                // Set by `build`, from `evict_locks_after` or the stale threshold.
+                evict_locks_after: Duration::ZERO,
                 tables: Vec::new(),
             },
             evict_locks_after: None,

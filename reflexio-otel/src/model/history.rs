@@ -35,9 +35,8 @@ use std::collections::BTreeMap;
 pub struct History {
     pub(crate) totals: Totals,
     pub(crate) histograms: HistogramCounts,
+    /// At most [`KEPT_TABLES`] named tables, and the overflow entry.
     pub(crate) tables: BTreeMap<TableLabel, RetentionBucket>,
-    /// Named tables in `tables`, bounded by [`KEPT_TABLES`].
-    named: usize,
 }
 
 impl History {
@@ -111,15 +110,17 @@ impl History {
 
     /// Where counts for `label` are kept: its own entry while fewer than [`KEPT_TABLES`]
     /// tables are named, else the overflow entry.
-    fn keep(&mut self, label: TableLabel) -> TableLabel {
+    fn keep(&self, label: TableLabel) -> TableLabel {
         match label {
             TableLabel::Table(_) if self.tables.contains_key(&label) => label,
-            TableLabel::Table(_) if self.named < KEPT_TABLES => {
-                self.named += 1;
-                label
-            }
+            TableLabel::Table(_) if self.named() < KEPT_TABLES => label,
             _ => TableLabel::Overflow,
         }
+    }
+
+    /// The named tables in `tables`: all but the overflow entry.
+    fn named(&self) -> usize {
+        self.tables.len() - usize::from(self.tables.contains_key(&TableLabel::Overflow))
     }
 
     /// Whether it holds no count at all.

@@ -12,6 +12,7 @@ use crate::store::rows::{
 };
 use crate::store::schema;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -214,7 +215,7 @@ impl Db {
         checkpoints: &[Checkpoint],
         prune: (u64, u64),
     ) -> Result<Result<Changes, Checkpoint>, StoreError> {
-        self.commit(delta, checkpoints, &[], None, prune)
+        self.commit(Cow::Borrowed(delta), checkpoints, Vec::new(), None, prune)
             .map(|r| r.map(|(changes, _)| changes))
     }
 
@@ -224,12 +225,12 @@ impl Db {
     /// forgotten at `now`. Returns what changed and each keyed batch's outcome, in order.
     pub(crate) fn commit_keyed(
         &mut self,
-        delta: &Delta,
-        keyed: &[KeyedBatch],
+        delta: Delta,
+        keyed: Vec<KeyedBatch>,
         now: SystemTime,
         prune: (u64, u64),
     ) -> Result<(Changes, Vec<Keyed>), StoreError> {
-        match self.commit(delta, &[], keyed, Some(now), prune)? {
+        match self.commit(Cow::Owned(delta), &[], keyed, Some(now), prune)? {
             Ok(done) => Ok(done),
             Err(_) => unreachable!("no checkpoint to move"),
         }
@@ -237,9 +238,9 @@ impl Db {
 
     fn commit(
         &mut self,
-        delta: &Delta,
+        mut delta: Cow<'_, Delta>,
         checkpoints: &[Checkpoint],
-        keyed: &[KeyedBatch],
+        keyed: Vec<KeyedBatch>,
         now: Option<SystemTime>,
         prune: (u64, u64),
     ) -> Result<Result<(Changes, Vec<Keyed>), Checkpoint>, StoreError> {
@@ -274,7 +275,6 @@ impl Db {
             )
             .map_err(err)?;
         let mut outcomes = Vec::with_capacity(keyed.len());
-        let mut merged: Option<Delta> = None;
         if let Some(now) = now {
             for batch in keyed {
                 let outcome = claim_key(
@@ -286,9 +286,7 @@ impl Db {
                 )
                 .map_err(err)?;
                 if outcome == Keyed::Recorded {
-                    merged
-                        .get_or_insert_with(|| delta.clone())
-                        .merge(batch.delta.clone());
+                    delta.to_mut().merge(batch.delta);
                 }
                 outcomes.push(outcome);
             }
@@ -303,7 +301,7 @@ impl Db {
                 );
             }
         }
-        write(&tx, merged.as_ref().unwrap_or(delta), seq).map_err(err)?;
+        write(&tx, &delta, seq).map_err(err)?;
         tx.execute(
             "DELETE FROM fact_minutes WHERE minute <= ?1",
             [to_i64(prune.0)],
@@ -698,7 +696,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = Db::open(&options(dir.path())).expect("opened");
         let (changes, outcomes) = db
-            .commit_keyed(&Delta::default(), &[keyed("a", 1, 3)], at(0), (0, 0))
+            .commit_keyed(Delta::default(), vec![keyed("a", 1, 3)], at(0), (0, 0))
             .expect("committed");
         assert_eq!(outcomes, [Keyed::Recorded]);
         assert_eq!(changes.totals.facts, 3);
@@ -706,8 +704,8 @@ mod tests {
         // is written, while the rest of the commit is.
         let (changes, outcomes) = db
             .commit_keyed(
-                &Delta::of_facts(11, 1),
-                &[keyed("a", 1, 3), keyed("a", 2, 5), keyed("b", 1, 2)],
+                Delta::of_facts(11, 1),
+                vec![keyed("a", 1, 3), keyed("a", 2, 5), keyed("b", 1, 2)],
                 at(60),
                 (0, 0),
             )
@@ -733,8 +731,8 @@ mod tests {
         let mut db = Db::open(&options(dir.path())).expect("opened");
         let (changes, outcomes) = db
             .commit_keyed(
-                &Delta::default(),
-                &[keyed("k", 1, 4), keyed("k", 1, 4)],
+                Delta::default(),
+                vec![keyed("k", 1, 4), keyed("k", 1, 4)],
                 at(0),
                 (0, 0),
             )
@@ -760,16 +758,21 @@ mod tests {
             .max_idempotency_keys(3);
         let mut db = Db::open(&options).expect("opened");
         for (i, key) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
-            db.commit_keyed(&Delta::default(), &[keyed(key, 1, 1)], at(i as u64), (0, 0))
-                .expect("committed");
+            db.commit_keyed(
+                Delta::default(),
+                vec![keyed(key, 1, 1)],
+                at(i as u64),
+                (0, 0),
+            )
+            .expect("committed");
             assert!(stored_keys(&db).0 <= 3, "bounded");
         }
         assert_eq!(stored_keys(&db), (3, 3));
         // The oldest went first: `a` is new again, `e` is known.
         let (_, outcomes) = db
             .commit_keyed(
-                &Delta::default(),
-                &[keyed("a", 1, 1), keyed("e", 1, 1)],
+                Delta::default(),
+                vec![keyed("a", 1, 1), keyed("e", 1, 1)],
                 at(10),
                 (0, 0),
             )
@@ -778,7 +781,7 @@ mod tests {
         assert!(matches!(outcomes[1], Keyed::Replayed { .. }));
         // An hour later every key is forgotten, and `e` records again.
         let (changes, outcomes) = db
-            .commit_keyed(&Delta::default(), &[keyed("e", 1, 1)], at(3611), (0, 0))
+            .commit_keyed(Delta::default(), vec![keyed("e", 1, 1)], at(3611), (0, 0))
             .expect("committed");
         assert_eq!(outcomes, [Keyed::Recorded]);
         assert_eq!(changes.totals.facts, 7);
@@ -801,7 +804,7 @@ mod tests {
         assert_eq!(pragma(&db, "user_version"), "Integer(4)");
         assert_eq!(stored_keys(&db), (0, 0));
         let (changes, outcomes) = db
-            .commit_keyed(&Delta::default(), &[keyed("k", 1, 1)], at(0), (0, 0))
+            .commit_keyed(Delta::default(), vec![keyed("k", 1, 1)], at(0), (0, 0))
             .expect("committed");
         assert_eq!(
             (changes.totals.facts, outcomes),

@@ -230,10 +230,10 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
             .map(|(minute, b)| (*minute, vec![b.operations, b.deleted_records, b.errors])),
     )?;
 
-    // Added here by the rule of every count, under the write lock this transaction holds.
-    let mut read_counter = tx.prepare_cached("SELECT value FROM counters WHERE name = ?1")?;
-    let mut write_counter =
-        tx.prepare_cached("UPDATE counters SET value = ?2, seq = ?3 WHERE name = ?1")?;
+    let mut counter = tx.prepare_cached(&format!(
+        "UPDATE counters SET {}, seq = ?3 WHERE name = ?1",
+        add_sql("value", "?2")
+    ))?;
     let h = &d.histograms;
     for (name, delta) in [
         ("transcriptions", d.totals.transcriptions),
@@ -250,9 +250,10 @@ pub(crate) fn write(tx: &Transaction<'_>, d: &Delta, seq: i64) -> rusqlite::Resu
         if delta == 0 {
             continue;
         }
-        let current = read_counter.query_row([name], |r| Ok(count_from_sql(r.get_ref(0)?)))?;
-        let updated = count::add(current, delta);
-        write_counter.execute(params![name, count_to_sql(updated), seq])?;
+        // Every counter row is made by the migrations: one missing fails the write.
+        if counter.execute(params![name, count_to_sql(delta), seq])? != 1 {
+            return Err(rusqlite::Error::QueryReturnedNoRows);
+        }
     }
     let mut bucket = tx.prepare_cached(&format!(
         "UPDATE histogram_buckets SET {}, seq = ?4 \

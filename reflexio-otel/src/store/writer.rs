@@ -410,7 +410,7 @@ fn sync_group(
         } else {
             // Without checkpoints to move, the commit is never refused; a keyed batch whose
             // key was claimed is left out of it.
-            db.commit_keyed(&delta, &keyed, now, prune)
+            db.commit_keyed(delta, keyed, now, prune)
                 .map(|(changes, outcomes)| (Some(changes), outcomes))
         }
     });

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{BIN, Bridge, fact};
-use reflexio_otel::{Recorder, StoreOptions};
+use common::{BIN, Bridge, fact, stored};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -16,17 +15,6 @@ fn token_file(dir: &std::path::Path) -> String {
     let path = dir.join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).expect("write token");
     path.to_str().expect("path").to_owned()
-}
-
-/// The store a stopped bridge left behind, as a recorder loads it.
-fn stored(path: &std::path::Path) -> reflexio_otel::Snapshot {
-    let r = Recorder::builder()
-        .without_upkeep_thread()
-        .store(StoreOptions::new(path))
-        .build();
-    let s = (*r.snapshot()).clone();
-    r.shutdown().expect("close");
-    s
 }
 
 #[test]

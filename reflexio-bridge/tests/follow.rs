@@ -2,6 +2,9 @@
 //! compare times by the recorder's clock, and a lock file whose lock the recorder evicted is not
 //! recorded again until it changes.
 
+mod common;
+
+use common::process::dead_pid;
 use reflexio_bridge::legacy::{LegacySettings, LegacyStats, LockDir, LockNames, Poller};
 use reflexio_otel::{Clock, ManualClock, Recorder, StoreOptions};
 use std::path::Path;
@@ -76,14 +79,6 @@ fn the_follower_reads_rows_by_the_recorders_clock() {
         "a row an hour old by the recorder's clock is within the last 7 days"
     );
     assert_eq!(recorder.snapshot().facts_24h.facts, 0);
-}
-
-/// A pid that names no process: a child that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("reaped");
-    pid
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::process::dead_pid;
 use common::{BIN, Bridge, eventually};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -1107,12 +1108,7 @@ fn lock_files_are_held_locks_and_dead_or_old_ones_are_stale() {
     let write =
         |name: &str, content: &str| std::fs::write(locks.join(name), content).expect("write");
     // A live process (this test), a dead one, an old one, and one whose file holds no pid.
-    let dead = {
-        let mut child = Command::new("true").spawn().expect("spawn");
-        let pid = child.id();
-        child.wait().expect("wait");
-        pid
-    };
+    let dead = dead_pid();
     write("daily_digest.pid", &format!("{}\n", std::process::id()));
     write("retention.pid", &dead.to_string());
     write("transcribe.pid", &std::process::id().to_string());
@@ -1193,12 +1189,7 @@ fn only_the_named_lock_files_of_a_shared_directory_are_locks() {
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).expect("mkdir");
     let write = |name: &str, content: &str| std::fs::write(tmp.join(name), content).expect("write");
-    let dead = {
-        let mut child = Command::new("true").spawn().expect("spawn");
-        let pid = child.id();
-        child.wait().expect("wait");
-        pid
-    };
+    let dead = dead_pid();
     let me = std::process::id().to_string();
     // `ProcessLock("daily_digest")`, held by a live process.
     write("daily_digest.pid", &me);

@@ -3,11 +3,12 @@
 //! usable again), when junk fills its lock table, and when it cannot read the store at start.
 
 mod common;
+#[path = "../../reflexio-otel/tests/support/damage.rs"]
+mod damage;
 
-use common::{Bridge, eventually, fact};
-use reflexio_otel::{Recorder, StoreOptions};
+use common::{Bridge, eventually, fact, stored};
+use damage::scramble_pages;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -24,17 +25,6 @@ fn readiness(bridge: &Bridge) -> (u16, String) {
         status,
         body["store"]["kind"].as_str().unwrap_or("").to_owned(),
     )
-}
-
-/// The facts a stopped bridge left in the store.
-fn stored_facts(path: &Path) -> u64 {
-    let r = Recorder::builder()
-        .without_upkeep_thread()
-        .store(StoreOptions::new(path))
-        .build();
-    let facts = r.snapshot().totals.facts;
-    r.shutdown().expect("close");
-    facts
 }
 
 #[test]
@@ -72,7 +62,11 @@ fn a_deleted_store_directory_turns_ingest_away_until_it_is_back() {
     assert!(eventually(WAIT, || readiness(&bridge).0 == 200));
     assert_eq!(bridge.post(batch(3), json, None).0, 202);
     assert!(bridge.terminate().success());
-    assert_eq!(stored_facts(&store), 13, "nothing acknowledged was lost");
+    assert_eq!(
+        stored(&store).totals.facts,
+        13,
+        "nothing acknowledged was lost"
+    );
 }
 
 #[test]
@@ -104,27 +98,7 @@ fn damage_to_the_store_of_a_running_bridge_makes_it_not_ready() {
 
     // Every page in the main file, then all but the schema's and the one a quiet flush reads
     // overwritten.
-    let conn = rusqlite::Connection::open(&store).expect("open");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .expect("checkpoint");
-    let (page_size, meta): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT page_size FROM pragma_page_size), rootpage FROM sqlite_schema \
-             WHERE name = 'meta'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("layout");
-    drop(conn);
-    let (page_size, meta) = (page_size as usize, meta as usize);
-    let mut bytes = std::fs::read(&store).expect("read");
-    for (i, b) in bytes.iter_mut().enumerate() {
-        let page = i / page_size + 1;
-        if page != 1 && page != meta {
-            *b = (i * 31 % 251) as u8;
-        }
-    }
-    std::fs::write(&store, &bytes).expect("damage");
+    scramble_pages(&store);
 
     assert!(
         eventually(WAIT, || readiness(&bridge).0 == 503),
@@ -144,7 +118,7 @@ fn damage_to_the_store_of_a_running_bridge_makes_it_not_ready() {
     assert!(eventually(WAIT, || readiness(&bridge).0 == 200));
     assert_eq!(bridge.post(batch(2), json, None).0, 202);
     assert!(bridge.terminate().success());
-    assert_eq!(stored_facts(&store), 1442);
+    assert_eq!(stored(&store).totals.facts, 1442);
 }
 
 #[test]
@@ -257,5 +231,5 @@ fn a_store_it_cannot_read_at_start_exports_no_counts_until_it_can() {
         "{:?}",
         bridge.scrape()
     );
-    assert_eq!(stored_facts(&store), 7);
+    assert_eq!(stored(&store).totals.facts, 7);
 }

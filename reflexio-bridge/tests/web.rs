@@ -8,11 +8,11 @@ mod common;
 #[path = "../../reflexio-otel/tests/support/promtool.rs"]
 mod promtool;
 
-use common::{Bridge, eventually, fact, free_port, raw_exchange, samples};
+use common::{Bridge, Server, eventually, fact, query, raw_exchange, samples, value};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -128,56 +128,6 @@ fn start_tls(dir: &Path, extra: &str) -> Bridge {
     ])
 }
 
-/// A server process, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn prometheus(config: &str) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let file = dir.path().join("prometheus.yml");
-    std::fs::write(&file, config).expect("write");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", file.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus must be installed (scripts/test installs it)");
-    Server { child, port, dir }
-}
-
-/// The samples of an instant query, by their labels as JSON.
-fn query(port: u16, expr: &str) -> Vec<serde_json::Value> {
-    reqwest::blocking::Client::new()
-        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
-        .query(&[("query", expr)])
-        .send()
-        .and_then(|r| r.json::<serde_json::Value>())
-        .ok()
-        .and_then(|v| v["data"]["result"].as_array().cloned())
-        .unwrap_or_default()
-}
-
-fn sample_value(sample: &serde_json::Value) -> Option<f64> {
-    sample["value"][1].as_str()?.parse().ok()
-}
-
 #[test]
 fn prometheus_scrapes_over_tls_with_basic_auth_from_a_web_config_file() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -195,15 +145,16 @@ fn prometheus_scrapes_over_tls_with_basic_auth_from_a_web_config_file() {
             pw = dir.path().join(password).display(),
         )
     };
-    let prom = prometheus(&format!(
+    let prom = Server::prometheus_with(&format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}",
         job("reflexio", "password"),
         job("intruder", "wrong")
     ));
     let up = |job: &str| {
         query(prom.port, &format!("up{{job=\"{job}\"}}"))
+            .ok()?
             .first()
-            .and_then(sample_value)
+            .map(value)
     };
     let scraped = eventually(Duration::from_secs(30), || {
         up("reflexio") == Some(1.0) && up("intruder") == Some(0.0)
@@ -213,22 +164,19 @@ fn prometheus_scrapes_over_tls_with_basic_auth_from_a_web_config_file() {
         "up: reflexio {:?}, intruder {:?}\n{}\n{}",
         up("reflexio"),
         up("intruder"),
-        std::fs::read_to_string(prom.dir.path().join("log")).unwrap_or_default(),
+        prom.log(),
         bridge.log_text()
     );
     // What Prometheus stored came over TLS with basic auth: the build and process metrics too.
-    let build = query(prom.port, "reflexio_bridge_build_info{job=\"reflexio\"}");
+    let build = query(prom.port, "reflexio_bridge_build_info{job=\"reflexio\"}").expect("query");
     assert_eq!(
         build.first().and_then(|s| s["metric"]["version"].as_str()),
         Some(env!("CARGO_PKG_VERSION")),
         "{build:?}"
     );
-    let start = query(prom.port, "process_start_time_seconds{job=\"reflexio\"}");
+    let start = query(prom.port, "process_start_time_seconds{job=\"reflexio\"}").expect("query");
     assert!(
-        start
-            .first()
-            .and_then(sample_value)
-            .is_some_and(|t| t > 1.7e9),
+        start.first().map(value).is_some_and(|t| t > 1.7e9),
         "{start:?}"
     );
 

@@ -2,26 +2,30 @@
 //! a store deleted or replaced underneath, a store unreadable at start, more tables or locks
 //! than the recorder keeps, a write-ahead log after a burst, and a file damaged while in use.
 
-use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
-    Clock, DurableError, Event, Fact, LockEvent, ManualClock, PrometheusPipeline, RecordError,
-    Recorder, RetentionRun, StoreErrorKind, StoreOptions,
+    Clock, DurableError, Event, Fact, LockEvent, ManualClock, RecordError, Recorder, RetentionRun,
+    StoreErrorKind, StoreOptions,
 };
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+#[path = "support/damage.rs"]
+mod damage;
 #[path = "support/disk.rs"]
 mod disk;
+#[path = "support/exposition.rs"]
+mod exposition;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/store.rs"]
+mod store_support;
+use damage::scramble_pages;
+use process::dead_pid;
+use store_support::{START, clock, error_kind, registered, scraped};
 
-const START: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const HOUR: Duration = Duration::from_secs(3600);
 /// The largest integer SQLite stores: every count and sum stops there.
 const MAX: u64 = i64::MAX as u64;
-
-fn clock() -> ManualClock {
-    ManualClock::new(UNIX_EPOCH + Duration::from_secs(START))
-}
 
 /// A recorder on `path` that writes only when asked (flush, durable batch, shutdown).
 fn open(path: &Path, clock: &ManualClock) -> Recorder {
@@ -43,36 +47,11 @@ fn run(table: &str, deleted: u64) -> (Event, Option<std::time::SystemTime>) {
     )
 }
 
-fn registered(r: &Recorder) -> PrometheusPipeline {
-    let pipeline = PrometheusPipeline::new().expect("pipeline");
-    r.register(&pipeline.provider.meter("reflexio"));
-    pipeline
-}
-
-/// The exposition's samples.
-fn scraped(pipeline: &PrometheusPipeline) -> BTreeMap<String, f64> {
-    pipeline
-        .encode()
-        .expect("encode")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("sample");
-            (k.to_owned(), v.parse().expect("number"))
-        })
-        .collect()
-}
-
 fn store_error(result: Result<(), DurableError>) -> Option<StoreErrorKind> {
     match result {
         Err(DurableError::Store(e)) => Some(e.kind()),
         _ => None,
     }
-}
-
-fn error_kind(r: &Recorder) -> Option<StoreErrorKind> {
-    r.store_health()
-        .and_then(|h| h.last_error.map(|e| e.kind()))
 }
 
 fn deleted_in(r: &Recorder, table: &str) -> u64 {
@@ -212,7 +191,7 @@ fn a_deleted_store_directory_stops_acknowledging_until_it_is_back_with_everythin
         "a batch into a deleted file is refused"
     );
     assert_eq!(error_kind(&a), Some(StoreErrorKind::Gone));
-    assert_eq!(scraped(&pipeline)["reflexio_store_healthy"], 0.0);
+    assert_eq!(scraped(&pipeline, "")["reflexio_store_healthy"], 0.0);
     assert!(
         a.store_health()
             .and_then(|h| h.last_error)
@@ -346,7 +325,7 @@ fn a_store_unreadable_at_start_exports_no_domain_series_until_it_is_read() {
     assert_eq!(error_kind(&b), Some(StoreErrorKind::Incompatible));
     let pipeline = registered(&b);
     b.record_fact(&fact());
-    let samples = scraped(&pipeline);
+    let samples = scraped(&pipeline, "");
     assert_eq!(samples["reflexio_store_healthy"], 0.0);
     assert_eq!(
         samples["reflexio_store_flush_errors_total{kind=\"incompatible\"}"],
@@ -365,7 +344,7 @@ fn a_store_unreadable_at_start_exports_no_domain_series_until_it_is_read() {
         .expect("the right binary again");
     drop(conn);
     b.flush().expect("read and written");
-    let samples = scraped(&pipeline);
+    let samples = scraped(&pipeline, "");
     assert_eq!(samples["reflexio_store_healthy"], 1.0);
     assert_eq!(
         samples["reflexio_facts_total"], 8.0,
@@ -383,12 +362,12 @@ fn a_corrupt_store_at_start_exports_no_domain_series_either() {
     assert_eq!(error_kind(&a), Some(StoreErrorKind::Corrupt));
     let pipeline = registered(&a);
     a.record_fact(&fact());
-    let samples = scraped(&pipeline);
+    let samples = scraped(&pipeline, "");
     assert_eq!(samples["reflexio_store_healthy"], 0.0);
     assert!(!samples.contains_key("reflexio_facts_total"), "{samples:?}");
     std::fs::remove_file(&path).expect("moved aside");
     a.flush().expect("a fresh store");
-    assert_eq!(scraped(&pipeline)["reflexio_facts_total"], 1.0);
+    assert_eq!(scraped(&pipeline, "")["reflexio_facts_total"], 1.0);
 }
 
 #[test]
@@ -480,14 +459,6 @@ fn a_store_with_more_tables_than_are_kept_is_folded_when_opened() {
     assert_eq!(total, 3000);
 }
 
-/// A pid that names no process: a child that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = std::process::Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("reaped");
-    pid
-}
-
 fn lock(name: &str, holder: &str) -> LockEvent {
     LockEvent::new(name, holder).expect("valid")
 }
@@ -530,7 +501,7 @@ fn locks_past_the_eviction_age_whose_holder_is_not_known_alive_are_evicted() {
     clock.advance(23 * HOUR);
     let locks = a.snapshot().locks;
     assert_eq!((locks.active, locks.evicted), (1, 3));
-    assert_eq!(scraped(&pipeline)["reflexio_evicted_locks_total"], 3.0);
+    assert_eq!(scraped(&pipeline, "")["reflexio_evicted_locks_total"], 3.0);
     a.flush().expect("written");
     let held: Vec<_> = open(&path, &clock)
         .held_locks()
@@ -683,35 +654,15 @@ fn damage_to_a_running_store_is_noticed_by_the_periodic_check() {
     a.flush().expect("written");
     // Everything in the main file, then every page overwritten but the first (the schema) and
     // the one a poll with nothing new reads: damage only a full read can see.
-    let conn = rusqlite::Connection::open(&path).expect("open");
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        .expect("checkpoint");
-    let (page_size, meta): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT page_size FROM pragma_page_size), rootpage FROM sqlite_schema \
-             WHERE name = 'meta'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("layout");
-    let (page_size, meta) = (page_size as usize, meta as usize);
-    drop(conn);
-    let mut bytes = std::fs::read(&path).expect("read");
-    assert!(bytes.len() > 4 * page_size, "{} bytes", bytes.len());
-    for (i, b) in bytes.iter_mut().enumerate() {
-        let page = i / page_size + 1;
-        if page != 1 && page != meta {
-            *b = (i * 31 % 251) as u8;
-        }
-    }
-    std::fs::write(&path, &bytes).expect("damage");
+    let pages = scramble_pages(&path);
+    assert!(pages > 4, "{pages} pages");
 
     let noticed = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(25));
         error_kind(&a) == Some(StoreErrorKind::Corrupt)
     });
     assert!(noticed, "{:?}", a.store_health());
-    assert_eq!(scraped(&pipeline)["reflexio_store_healthy"], 0.0);
+    assert_eq!(scraped(&pipeline, "")["reflexio_store_healthy"], 0.0);
     assert!(
         a.record_durable(&[(Event::Digest, None)]).is_err(),
         "nothing is acknowledged into a damaged file"

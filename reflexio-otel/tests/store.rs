@@ -1,27 +1,29 @@
 //! The store within one process: restarts, handles sharing a file, the durable path, faults,
 //! and bounded size.
 
-use opentelemetry::metrics::MeterProvider;
 use reflexio_otel::{
     Checkpoint, Clock, CoveConfig, CoveResult, DurableError, Event, Fact, History, IdempotencyKey,
-    Keyed, LockEvent, ManualClock, PrometheusPipeline, RecordError, Recorder, RetentionRun,
-    Snapshot, StoreErrorKind, StoreOptions, TableLabel,
+    Keyed, LockEvent, ManualClock, RecordError, Recorder, RetentionRun, Snapshot, StoreErrorKind,
+    StoreOptions, TableLabel,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 #[path = "support/disk.rs"]
 mod disk;
+#[path = "support/exposition.rs"]
+mod exposition;
+#[path = "support/process.rs"]
+mod process;
+#[path = "support/store.rs"]
+mod store_support;
 use disk::SmallDisk;
+use process::dead_pid;
+use store_support::{START, clock, error_kind, registered, scraped};
 
-const START: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn clock() -> ManualClock {
-    ManualClock::new(UNIX_EPOCH + Duration::from_secs(START))
-}
 
 /// A recorder on `path` that writes only when asked (flush, durable batch, shutdown).
 fn open(path: &Path, clock: &ManualClock) -> Recorder {
@@ -137,16 +139,9 @@ fn the_exposition_survives_a_restart() {
     let path = dir.path().join("metrics.db");
     let clock = clock();
     let scrape = |r: &Recorder| {
-        let pipeline = PrometheusPipeline::new().expect("pipeline");
-        r.register(&pipeline.provider.meter("reflexio"));
-        let text = pipeline.encode().expect("encode");
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.starts_with("reflexio_store_"))
-            .map(|l| {
-                let (k, v) = l.rsplit_once(' ').expect("sample");
-                (k.to_owned(), v.parse::<f64>().expect("number"))
-            })
-            .collect::<BTreeMap<_, _>>()
+        let mut samples = scraped(&registered(r), "");
+        samples.retain(|series, _| !series.starts_with("reflexio_store_"));
+        samples
     };
     let a = open(&path, &clock);
     record_mix(&a, &clock);
@@ -333,31 +328,6 @@ fn the_durable_path_needs_an_open_store() {
         1,
         "recording goes on in memory"
     );
-}
-
-/// Samples of the exposition whose name starts with `prefix`.
-fn scraped(pipeline: &PrometheusPipeline, prefix: &str) -> BTreeMap<String, f64> {
-    pipeline
-        .encode()
-        .expect("encode")
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| {
-            let (k, v) = l.rsplit_once(' ').expect("sample");
-            (k.to_owned(), v.parse().expect("number"))
-        })
-        .collect()
-}
-
-fn registered(r: &Recorder) -> PrometheusPipeline {
-    let pipeline = PrometheusPipeline::new().expect("pipeline");
-    r.register(&pipeline.provider.meter("reflexio"));
-    pipeline
-}
-
-fn error_kind(r: &Recorder) -> Option<StoreErrorKind> {
-    r.store_health()
-        .and_then(|h| h.last_error.map(|e| e.kind()))
 }
 
 #[test]
@@ -636,14 +606,6 @@ fn a_full_disk_delays_writes_without_losing_them() {
     let s = open(&path, &clock).snapshot();
     assert_eq!(s.totals.facts, 600, "nothing lost");
     assert_eq!(s.facts_24h.hallucinated, 150);
-}
-
-/// A pid that names no process: a child that has exited and been reaped.
-fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().expect("spawn");
-    let pid = child.id();
-    child.wait().expect("reaped");
-    pid
 }
 
 #[test]

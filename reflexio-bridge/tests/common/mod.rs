@@ -3,6 +3,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod otlp;
+#[path = "../../../reflexio-otel/tests/support/process.rs"]
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -303,11 +305,16 @@ impl Server {
     /// second, without rules.
     pub fn prometheus(targets: &[&str]) -> Server {
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
-        let config = format!(
+        Server::prometheus_with(&format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reflexio\n    \
              metrics_path: /metrics/prometheus\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
-        );
+        ))
+    }
+
+    /// Debian's `prometheus` with the configuration file `config` (YAML).
+    pub fn prometheus_with(config: &str) -> Server {
+        let config = config.to_owned();
         Server::start("prometheus", move |port, dir| {
             let file = dir.join("prometheus.yml");
             std::fs::write(&file, &config).expect("write");
@@ -322,6 +329,17 @@ impl Server {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
+}
+
+/// The store a stopped bridge left behind at `path`, as a recorder loads it.
+pub fn stored(path: &Path) -> reflexio_otel::Snapshot {
+    let r = reflexio_otel::Recorder::builder()
+        .without_upkeep_thread()
+        .store(reflexio_otel::StoreOptions::new(path))
+        .build();
+    let s = (*r.snapshot()).clone();
+    r.shutdown().expect("close");
+    s
 }
 
 /// An instant query to the Prometheus-compatible server on `port`: the result vector, or the

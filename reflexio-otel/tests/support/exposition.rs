@@ -1,5 +1,6 @@
 //! Reading a Prometheus text exposition back into samples, for the tests that check exported
-//! values (shared by `reflexio-otel/tests/exposition.rs` and `reflexio-otel/tests/windows.rs`).
+//! values (shared by `reflexio-otel/tests/exposition.rs`, `reflexio-otel/tests/windows.rs` and,
+//! through `support/store.rs`, `reflexio-otel/tests/store.rs` and `reflexio-otel/tests/faults.rs`).
 
 use std::collections::BTreeMap;
 

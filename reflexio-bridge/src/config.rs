@@ -1102,8 +1102,8 @@ fn read_pem(path: &Path, kind: PemKind) -> Result<PemFile, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let what = path.display().to_string();
     match kind {
-        PemKind::Certificates => crate::tls::pem_certificates(&pem, &what).map(drop)?,
-        PemKind::PrivateKey => crate::tls::pem_private_key(&pem, &what).map(drop)?,
+        PemKind::Certificates => crate::pem::certificates(&pem, &what).map(drop)?,
+        PemKind::PrivateKey => crate::pem::private_key(&pem, &what).map(drop)?,
     }
     Ok(PemFile {
         path: path.to_owned(),

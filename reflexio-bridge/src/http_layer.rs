@@ -8,7 +8,7 @@
 //! them (`reflexio_http_malformed_requests_total`) and logs at most one line per [`LOG_EVERY`];
 //! [`QuietActix`] drops actix's line, so that one client cannot flood the log.
 
-use crate::answer::{Place, error_body};
+use crate::answer::with_body;
 use crate::telemetry::Stats;
 use std::io;
 use std::net::SocketAddr;
@@ -157,24 +157,6 @@ fn message(status: u16, sample: &[u8]) -> String {
         Some(why) if status != 408 => format!("{general}; here, {why}"),
         _ => general.to_owned(),
     }
-}
-
-/// `head` (actix-http's answer, without a body) with a JSON body saying `message`.
-pub(crate) fn with_body(head: &[u8], message: &str) -> Vec<u8> {
-    let body = error_body(message, Place::default()).to_string();
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.trim_end_matches("\r\n").split("\r\n");
-    let mut answer = String::new();
-    answer += lines.next().unwrap_or("HTTP/1.1 400 Bad Request");
-    answer += "\r\ncontent-type: application/json\r\n";
-    answer += &format!("content-length: {}\r\n", body.len());
-    for line in lines.filter(|l| !l.to_ascii_lowercase().starts_with("content-length:")) {
-        answer += line;
-        answer += "\r\n";
-    }
-    answer += "\r\n";
-    answer += &body;
-    answer.into_bytes()
 }
 
 /// Counts the HTTP layer's refusals and logs them at a bounded rate.

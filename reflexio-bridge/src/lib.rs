@@ -20,6 +20,7 @@
 //! - `http_layer`: the HTTP layer's own refusals, with JSON bodies, counted and rate-limited in
 //!   the log;
 //! - `answer`: the JSON body of every error;
+//! - `pem`: certificates and keys read from PEM text (TLS of the OTLP push and of the listener);
 //! - `ingest`: the wire format of events;
 //! - `limits`: process limits (the file size limit);
 //! - `process`: the `process_*` metrics of the scrape;
@@ -41,6 +42,7 @@ mod ingest;
 mod landing;
 pub mod legacy;
 mod limits;
+mod pem;
 mod process;
 mod serve;
 mod telemetry;

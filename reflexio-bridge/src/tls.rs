@@ -9,8 +9,7 @@ use crate::web_config::{ClientAuth, Curve, Pem, TlsSettings, TlsVersion, canonic
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
@@ -81,35 +80,15 @@ fn provider(settings: &TlsSettings) -> Result<Arc<CryptoProvider>, String> {
     Ok(Arc::new(provider))
 }
 
-/// The certificates of PEM text, at least one; `what` names where it came from in the error.
-pub(crate) fn pem_certificates(
-    bytes: &[u8],
-    what: &str,
-) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{what} is not a PEM certificate file: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{what} holds no PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// The private key of PEM text; `what` names where it came from in the error.
-pub(crate) fn pem_private_key(bytes: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_slice(bytes)
-        .map_err(|e| format!("{what} holds no PEM private key: {e}"))
-}
-
 fn certificates(pem: &Pem, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    pem_certificates(&pem.read()?, &pem.describe(key))
+    crate::pem::certificates(&pem.read()?, &pem.describe(key))
 }
 
 /// Builds the server configuration: reads the certificate, its key and the client CA now.
 pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String> {
     let provider = provider(settings)?;
     let certs = certificates(&settings.cert, "cert")?;
-    let key = pem_private_key(&settings.key.read()?, &settings.key.describe("key"))?;
+    let key = crate::pem::private_key(&settings.key.read()?, &settings.key.describe("key"))?;
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
         (TlsVersion::Tls12, &rustls::version::TLS12),
         (TlsVersion::Tls13, &rustls::version::TLS13),
@@ -357,7 +336,7 @@ impl Acceptor {
         let n = tcp.peek(&mut first).await?;
         // A TLS connection starts with a handshake record (22); HTTP with a method's letters.
         if n == 1 && first[0].is_ascii_uppercase() {
-            let answer = crate::http_layer::with_body(
+            let answer = crate::answer::with_body(
                 b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n",
                 "this port speaks HTTPS: send the request over TLS (https://)",
             );

@@ -332,6 +332,40 @@ fn fleet_rules_pool_the_window_gauges() {
             assert_eq!(name, "reflexio:cove_confidence:p10_1h", "{expr}");
         }
     }
+    // The quantile, the one rule that reads more than the last sample of each series, has a
+    // group of its own, evaluated beside the sums rather than before or after them, and once a
+    // minute (docs/benchmarks.md, "Fleet rules").
+    let file = yaml("rules/reflexio-recording.yml");
+    assert_eq!(
+        file["groups"][0]["interval"],
+        Yaml::BadValue,
+        "the global interval"
+    );
+    assert_eq!(file["groups"][1]["interval"].as_str(), Some("1m"));
+    let groups: Vec<(String, Vec<String>)> = file["groups"]
+        .as_vec()
+        .expect("groups")
+        .iter()
+        .map(|group| {
+            let records = group["rules"].as_vec().expect("rules").iter();
+            (
+                group["name"].as_str().expect("name").to_owned(),
+                records
+                    .map(|rule| rule["record"].as_str().expect("record").to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    assert_eq!(groups[0].0, "reflexio-fleet");
+    assert_eq!(groups[0].1.len(), 19, "{groups:?}");
+    assert_eq!(
+        groups[1],
+        (
+            "reflexio-fleet-quantiles".to_owned(),
+            vec!["reflexio:cove_confidence:p10_1h".to_owned()]
+        )
+    );
     // The names the dashboard and earlier rules used are kept.
     for name in [
         "reflexio:facts:increase24h",

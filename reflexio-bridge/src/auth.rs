@@ -150,7 +150,7 @@ impl Auth {
     /// ([`Auth::needs_bcrypt`] tells whether it may).
     pub(crate) fn check(&self, headers: &HeaderMap, scope: Scope) -> Result<(), Denied> {
         let users = self.users.load();
-        let basic = scope == Scope::Scrape && !users.is_empty();
+        let basic = Self::takes_basic(&users, scope);
         if (scope == Scope::Scrape && self.public_metrics) || (self.token.is_none() && !basic) {
             return Ok(());
         }
@@ -184,12 +184,21 @@ impl Auth {
         }
     }
 
-    /// Whether checking `headers` may run bcrypt (a basic-auth password not verified yet).
-    pub(crate) fn needs_bcrypt(&self, headers: &HeaderMap) -> bool {
+    /// Whether basic auth is checked for `scope`: scrapes only, when users are configured.
+    fn takes_basic(users: &BTreeMap<String, String>, scope: Scope) -> bool {
+        scope == Scope::Scrape && !users.is_empty()
+    }
+
+    /// Whether checking `headers` for `scope` may run bcrypt: a basic-auth password not verified
+    /// yet, where [`Auth::check`] would verify it (never for ingest, nor for public scrapes).
+    pub(crate) fn needs_bcrypt(&self, headers: &HeaderMap, scope: Scope) -> bool {
         let Offered::Basic(user, password) = offered(headers) else {
             return false;
         };
         let users = self.users.load();
+        if !Self::takes_basic(&users, scope) || self.public_metrics {
+            return false;
+        }
         let hash = users.get(&user).map_or(DUMMY_HASH, String::as_str);
         !self
             .remembered()
@@ -287,16 +296,16 @@ mod tests {
     fn a_verified_password_is_remembered_until_the_users_change() {
         let auth = Auth::new(None, false, users());
         let good = basic("prometheus", "s3cret");
-        assert!(auth.needs_bcrypt(&good));
+        assert!(auth.needs_bcrypt(&good, Scope::Scrape));
         assert!(auth.check(&good, Scope::Scrape).is_ok());
-        assert!(!auth.needs_bcrypt(&good), "remembered");
-        assert!(auth.needs_bcrypt(&basic("prometheus", "wrong")));
+        assert!(!auth.needs_bcrypt(&good, Scope::Scrape), "remembered");
+        assert!(auth.needs_bcrypt(&basic("prometheus", "wrong"), Scope::Scrape));
         assert!(
             auth.check(&basic("prometheus", "wrong"), Scope::Scrape)
                 .is_err()
         );
         assert!(
-            auth.needs_bcrypt(&basic("prometheus", "wrong")),
+            auth.needs_bcrypt(&basic("prometheus", "wrong"), Scope::Scrape),
             "failures are not"
         );
         auth.replace_users(BTreeMap::from([(
@@ -311,6 +320,14 @@ mod tests {
             auth.check(&basic("prometheus", "new"), Scope::Scrape)
                 .is_ok()
         );
-        assert!(!auth.needs_bcrypt(&headers("Bearer x")));
+        assert!(!auth.needs_bcrypt(&headers("Bearer x"), Scope::Scrape));
+        // Only where check() verifies a password: ingest takes the token only, and public
+        // scrapes take anyone.
+        let fresh = basic("prometheus", "unseen");
+        assert!(auth.needs_bcrypt(&fresh, Scope::Scrape));
+        assert!(!auth.needs_bcrypt(&fresh, Scope::Ingest));
+        let public = Auth::new(Some(Token::new(b"tok")), true, users());
+        assert!(!public.needs_bcrypt(&fresh, Scope::Scrape));
+        assert!(!Auth::new(None, false, BTreeMap::new()).needs_bcrypt(&fresh, Scope::Scrape));
     }
 }

@@ -155,7 +155,7 @@ impl Refusal {
 /// `Ok` if the request may do what `scope` says. A basic-auth password not verified yet is
 /// checked with bcrypt off the server's threads.
 async fn authorize(req: &HttpRequest, auth: &Arc<Auth>, scope: Scope) -> Result<(), Refusal> {
-    let checked = if auth.needs_bcrypt(req.headers()) {
+    let checked = if auth.needs_bcrypt(req.headers(), scope) {
         let (auth, headers) = (Arc::clone(auth), req.headers().clone());
         web::block(move || auth.check(&headers, scope))
             .await

@@ -138,6 +138,7 @@ fn a_file_size_limit_makes_the_store_full_instead_of_killing_the_bridge() {
     assert_eq!(status, 503, "{body}");
     assert!(retry.is_some(), "503 without Retry-After");
     assert_eq!(body["kind"], json!("full"), "{body}");
+    assert!(documented_store_kinds().contains(&"full".to_owned()));
     // Alive, and saying why it is not ready.
     assert_eq!(bridge.get("/healthz", None).0, 200);
     let (status, _, ready) = bridge.get("/readyz", None);
@@ -168,4 +169,26 @@ fn a_file_size_limit_makes_the_store_full_instead_of_killing_the_bridge() {
     let stored = restarted.scrape()["reflexio_facts_total"] as u64;
     println!("{acked} facts acknowledged before the store was full, {stored} stored");
     assert!(stored >= acked, "acknowledged {acked}, stored {stored}");
+}
+
+/// The store kinds docs/openapi.yaml lists for the error's `kind`.
+fn documented_store_kinds() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("read the OpenAPI document");
+    let doc = yaml_rust2::YamlLoader::load_from_str(&text).expect("YAML");
+    doc[0]["components"]["schemas"]["Error"]["properties"]["kind"]["enum"]
+        .as_vec()
+        .expect("the error's kind lists its values")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_documented_store_kinds_are_the_bridges() {
+    let kinds: Vec<String> = reflexio_otel::StoreErrorKind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect();
+    assert_eq!(documented_store_kinds(), kinds);
 }

@@ -252,6 +252,18 @@ fn strings(y: &Yaml, key: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The value `table` gives `name`, or the names it knows, comma-separated.
+fn named<T: Copy>(table: &[(&str, T)], name: &str) -> Result<T, String> {
+    table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+            names.join(", ")
+        })
+}
+
 fn version(name: &str, key: &str, warnings: &mut Vec<String>) -> Result<TlsVersion, String> {
     match name {
         "TLS13" => Ok(TlsVersion::Tls13),
@@ -291,10 +303,6 @@ impl Curve {
         ("CurveP384", Curve::P384),
         ("X25519MLKEM768", Curve::X25519MlKem768),
     ];
-
-    fn named(name: &str) -> Option<Curve> {
-        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
-    }
 }
 
 impl WebConfig {
@@ -500,17 +508,12 @@ impl WebConfig {
         };
         let client_auth = match text("client_auth_type")? {
             None => ClientAuth::NoClientCert,
-            Some(name) => ClientAuth::NAMES
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, c)| *c)
-                .ok_or_else(|| {
-                    let names: Vec<_> = ClientAuth::NAMES.iter().map(|(n, _)| *n).collect();
-                    bad(
-                        &key_path("client_auth_type"),
-                        format!("`{name}`; expected one of {}", names.join(", ")),
-                    )
-                })?,
+            Some(name) => named(&ClientAuth::NAMES, &name).map_err(|names| {
+                bad(
+                    &key_path("client_auth_type"),
+                    format!("`{name}`; expected one of {names}"),
+                )
+            })?,
         };
         if client_ca.is_some() && client_auth == ClientAuth::NoClientCert {
             return Err(bad(
@@ -563,14 +566,10 @@ impl WebConfig {
         let curve_preferences = curve_preferences
             .iter()
             .map(|name| {
-                Curve::named(name).ok_or_else(|| {
-                    let offered: Vec<&str> = Curve::ALL.iter().map(|(n, _)| *n).collect();
+                named(&Curve::ALL, name).map_err(|offered| {
                     bad(
                         &key_path("curve_preferences"),
-                        format!(
-                            "`{name}` is not offered; the bridge (rustls) offers {}",
-                            offered.join(", ")
-                        ),
+                        format!("`{name}` is not offered; the bridge (rustls) offers {offered}"),
                     )
                 })
             })
